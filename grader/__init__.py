@@ -1,0 +1,1 @@
+"""TA tools for the Deep Compression homework: ``python -m grader <verb>``."""

@@ -1,0 +1,33 @@
+"""One command line for every TA job: ``python -m grader <verb> [options]``.
+
+Each verb lives in its own module, imported only when used, so that a verb's
+heavy dependencies never slow down the others.
+"""
+import importlib
+import sys
+from typing import List, Optional
+
+VERBS = {
+    "assign": ("grader.assign", "generate assignment/ from solutions/ (or --check that it is in sync)"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, VERBS))
+    lines = ["usage: python -m grader <verb> [options]", "", "verbs:"]
+    lines += [f"  {verb:<{width}}  {summary}" for verb, (_, summary) in VERBS.items()]
+    lines.append("\n`python -m grader <verb> --help` describes a verb's options.")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    verb, rest = argv[0], argv[1:]
+    if verb not in VERBS:
+        print(f"error: unknown verb {verb!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(VERBS[verb][0])
+    return module.main(rest)
