@@ -28,6 +28,17 @@ class AlexNet(PruningModule):
         self.fc2 = nn.Linear(4096, 4096)
         self.fc3 = nn.Linear(4096, num_classes)
         self.dropout = dropout
+        self._initialize()
+
+    def _initialize(self) -> None:
+        """He (Kaiming) initialisation for ReLU layers, zero biases.
+
+        Without batch normalisation, PyTorch's default initialisation shrinks
+        the signal in each of the eight layers and this network barely trains.
+        """
+        for _, module in self.prunable_layers():
+            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.max_pool2d(F.relu(self.conv1(x)), 2)   # 32x32 -> 8x8 -> 4x4
