@@ -107,9 +107,9 @@ def parse_rates(text: str):
 
 def main() -> None:
     parser = util.common_arguments(__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=20, help="epochs of initial training")
-    parser.add_argument("--lr", type=float, default=0.02, help="peak learning rate of initial training")
-    parser.add_argument("--retrain-epochs", type=int, default=6, help="epochs of retraining after pruning")
+    parser.add_argument("--epochs", type=int, default=30, help="epochs of initial training")
+    parser.add_argument("--lr", type=float, default=0.05, help="peak learning rate of initial training")
+    parser.add_argument("--retrain-epochs", type=int, default=8, help="epochs of retraining after pruning")
     parser.add_argument("--retrain-lr", type=float, default=0.01, help="peak learning rate of retraining")
     parser.add_argument("--weight-decay", type=float, default=5e-4)
     parser.add_argument("--prune-method", choices=["percentile", "std"], default="percentile")
