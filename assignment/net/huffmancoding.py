@@ -120,7 +120,9 @@ def huffman_encode(array: np.ndarray, path: PathLike) -> int:
     array = np.ascontiguousarray(array).reshape(-1)
     dtype_code = b"f" if array.dtype.kind == "f" else b"i"
     array = array.astype(DTYPES[dtype_code])
-    values, inverse, counts = np.unique(array, return_inverse=True, return_counts=True)
+    # The symbols are bit patterns rather than numbers, so that -0.0 and 0.0
+    # (which compare equal) both come back exactly as they were.
+    values, inverse, counts = np.unique(array.view("<u4"), return_inverse=True, return_counts=True)
     lengths = huffman_code_lengths(counts) if len(values) else np.zeros(0, dtype=np.int64)
     if len(values) and lengths.max() > MAX_CODE_LENGTH:
         raise ValueError(f"{path}: a Huffman code is longer than {MAX_CODE_LENGTH} bits")
