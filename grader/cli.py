@@ -9,6 +9,11 @@ from typing import List, Optional
 
 VERBS = {
     "assign": ("grader.assign", "generate assignment/ from solutions/ (or --check that it is in sync)"),
+    "leaderboard": ("grader.leaderboard", "measure every <student_id>.ptmodel safely, rank by compression rate, publish"),
+    "demo": ("grader.demo", "build a small class from this repository, grade it and show its leaderboard (<10 min)"),
+    "grade": ("grader.grade", "grade a folder of student submissions: grades.csv, feedback/, results/"),
+    "gradescope": ("grader.gradescope", "build the Gradescope autograder bundle (autograder.zip)"),
+    "sensitivity": ("grader.sensitivity", "per-layer prune and bit-width scans of a model, with accuracy and bytes"),
 }
 
 
