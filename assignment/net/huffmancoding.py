@@ -150,21 +150,30 @@ def huffman_decode(path: PathLike) -> np.ndarray:
 
     codes, order = canonical_codes(lengths)
     width = int(lengths.max())
-    # Canonical codes, left-aligned to `width` bits, increase in canonical order:
-    # the code starting at a bit position is the last one not above the
-    # `width` bits read there. The lengths change only a few times along that
-    # order, so the length of the code at every position is a cheap search.
-    sorted_lengths = lengths[order]
-    left_aligned = codes[order] << (width - sorted_lengths).astype(np.uint64)
-    first_of_length = np.flatnonzero(np.diff(sorted_lengths, prepend=-1))
     n_bits = 8 * len(payload)
     windows = bit_windows(payload, n_bits, width)
-    length_at = sorted_lengths[first_of_length][
-        np.searchsorted(left_aligned[first_of_length], windows, side="right") - 1]
-    next_start = np.minimum(np.arange(n_bits) + length_at, n_bits)
+    code_at = first_code_index(windows, codes[order], lengths[order], width)
+    next_start = np.minimum(np.arange(n_bits) + lengths[order][code_at], n_bits)
     starts = follow_codes(np.append(next_start, n_bits), n_symbols)
-    code = np.searchsorted(left_aligned, windows[starts], side="right") - 1
-    return values[order[code]].copy()
+    return values[order[code_at[starts]]].copy()
+
+
+def first_code_index(windows: np.ndarray, sorted_codes: np.ndarray, sorted_lengths: np.ndarray,
+                     width: int, table_bits: int = 20) -> np.ndarray:
+    """For each ``width``-bit window, the canonical index of the code it starts with.
+
+    Canonical codes, left-aligned to ``width`` bits, increase in canonical
+    order and split the ``2**width`` possible windows into consecutive runs,
+    one per code (``2**(width - length)`` windows each). For short codes a
+    lookup table of those runs answers at once; otherwise a binary search does.
+    """
+    if width <= table_bits:
+        table = np.repeat(np.arange(len(sorted_lengths)), 1 << (width - sorted_lengths))
+        # Windows past the last code only occur where no code starts; any index will do there.
+        table = np.append(table, np.full((1 << width) - len(table), len(sorted_lengths) - 1))
+        return table[windows]
+    left_aligned = sorted_codes << (width - sorted_lengths).astype(np.uint64)
+    return np.searchsorted(left_aligned, windows, side="right") - 1
 
 
 def follow_codes(next_start: np.ndarray, n_symbols: int, hop_bits: int = 4) -> np.ndarray:
