@@ -1,0 +1,246 @@
+"""Write the leaderboard's outputs: CSV, Markdown, a self-contained HTML page, its plot, details, final grades.
+
+All files are written atomically (a temporary file renamed over the old
+one), so a run killed while publishing leaves the previous version intact.
+The HTML page has no scripts and loads nothing: its CSS is inline and the
+plot is an inline SVG (the same plot is saved as ``leaderboard.png``). Every
+text that comes from a submission is escaped.
+"""
+import csv
+import html
+import io
+import re
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence
+
+from grader.grade import write_atomic
+from grader.ranking import MIDDLE_POINTS, ORIGINAL_BYTES, TOP_POINTS, Row
+
+STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+"""What a student id may look like: it names files (``details/<id>.txt``) and lands in CSV and HTML."""
+CSV_COLUMNS = ["rank", "student_id", "accuracy", "compression_rate", "compressed_bytes", "qualified", "points",
+               "status"]
+GRADE_PARTS = ["prune", "quantize", "huffman"]
+FINAL_COLUMNS = ["student_id", *GRADE_PARTS, "ranking", "total"]
+TIER_COLOURS = {TOP_POINTS: "#1a9850", MIDDLE_POINTS: "#f39c12", 0: "#4575b4"}
+BELOW_GATE_COLOUR = "#c0392b"
+TIER_RULE = ("Qualified models (accuracy strictly above the gate) are ranked by compression rate. With n of them, "
+             "rank r earns 10 points if r ≤ ⌈n/3⌉, 5 points if r ≤ ⌈2n/3⌉, otherwise 0. Equal rates share the "
+             "best rank of their group. Every other submission earns 0.")
+
+
+def cells(row: Row) -> Dict[str, str]:
+    """The CSV fields of one leaderboard row, as text (empty where there is nothing to say)."""
+    entry, measured = row.entry, not row.entry.problem
+    return {"rank": "" if row.rank is None else str(row.rank),
+            "student_id": entry.student_id,
+            "accuracy": f"{entry.accuracy:.2f}" if measured else "",
+            "compression_rate": f"{entry.rate:.2f}" if measured else "",
+            "compressed_bytes": str(entry.compressed_bytes) if measured else "",
+            "qualified": "yes" if row.qualified else "no",
+            "points": str(row.points),
+            "status": row.status}
+
+
+def to_csv(rows: Sequence[Mapping[str, str]], columns: Sequence[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _md(text: str) -> str:
+    return html.escape(text, quote=False).replace("\\", "\\\\").replace("|", "\\|")
+
+
+def headline(rows: Sequence[Row], gate: str) -> str:
+    """The sentence under the title: gate, test set, how many ranked."""
+    images = max((r.entry.total for r in rows), default=0)
+    test_set = f"the {images:,} CIFAR-10 test images" if images else "the CIFAR-10 test images"
+    return (f"Gate: accuracy above {gate}% on {test_set}. {sum(r.qualified for r in rows)} of {len(rows)} "
+            f"students ranked; compression is measured against {ORIGINAL_BYTES:,} bytes (AlexNet in float32).")
+
+
+def markdown(rows: Sequence[Row], gate: str) -> str:
+    """The leaderboard as a Markdown page: ranked table, then everything else with its reason."""
+    ranked = [r for r in rows if r.qualified]
+    lines = ["# Compression-rate leaderboard", "", headline(rows, gate), "", TIER_RULE, "",
+             "| rank | student | accuracy (%) | compression rate | compressed bytes | points |",
+             "|---:|---|---:|---:|---:|---:|"]
+    for row in ranked:
+        c = cells(row)
+        lines.append(f"| {c['rank']} | {_md(c['student_id'])} | {c['accuracy']} | {c['compression_rate']}× | "
+                     f"{int(c['compressed_bytes']):,} | {c['points']} |")
+    others = [r for r in rows if not r.qualified]
+    if others:
+        lines += ["", "## Not ranked (0 points)", "", "| student | accuracy (%) | compression rate | reason |",
+                  "|---|---:|---:|---|"]
+        for row in others:
+            c = cells(row)
+            rate = f"{c['compression_rate']}×" if c["compression_rate"] else ""
+            lines.append(f"| {_md(c['student_id'])} | {c['accuracy']} | {rate} | {_md(c['status'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: Sequence[Row], gate: str, png_path: Path) -> str:
+    """Scatter accuracy against compression rate (log x) with the gate; save a PNG and return the same plot as SVG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    matplotlib.rcParams["svg.hashsalt"] = "leaderboard"  # stable ids: the same data gives the same file
+    measured = [r for r in rows if not r.entry.problem]
+    figure, axes = plt.subplots(figsize=(8, 5))
+    groups = [(f"{TOP_POINTS} points", lambda r: r.qualified and r.points == TOP_POINTS, TIER_COLOURS[TOP_POINTS]),
+              (f"{MIDDLE_POINTS} points", lambda r: r.qualified and r.points == MIDDLE_POINTS,
+               TIER_COLOURS[MIDDLE_POINTS]),
+              ("0 points", lambda r: r.qualified and r.points == 0, TIER_COLOURS[0]),
+              ("below the gate", lambda r: not r.qualified, BELOW_GATE_COLOUR)]
+    for label, belongs, colour in groups:
+        members = [r for r in measured if belongs(r)]
+        if members:
+            axes.scatter([r.entry.rate for r in members], [r.entry.accuracy for r in members], s=42,
+                         color=colour, edgecolor="black", linewidth=0.5, label=f"{label} ({len(members)})", zorder=3)
+    if len(measured) <= 40:
+        for r in measured:
+            axes.annotate(r.entry.student_id, (r.entry.rate, r.entry.accuracy), textcoords="offset points",
+                          xytext=(4, 4), fontsize=7)
+    axes.axhline(float(gate), color="black", linestyle="--", linewidth=1, label=f"gate: {gate}%", zorder=2)
+    axes.set_xscale("log")
+    axes.margins(x=0.2, y=0.12)
+    label = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}×")
+    axes.xaxis.set_major_formatter(label)
+    axes.xaxis.set_minor_formatter(label)
+    axes.tick_params(axis="x", which="both", labelsize=8)
+    axes.set_xlabel("compression rate (original bytes / compressed bytes, log scale)")
+    axes.set_ylabel("test accuracy (%)")
+    axes.set_title("Accuracy against compression rate")
+    axes.grid(True, which="both", alpha=0.3)
+    if not measured:
+        axes.text(0.5, 0.5, "no model could be measured", transform=axes.transAxes, ha="center")
+        axes.set_xlim(1, 1000)
+    axes.legend(loc="lower left", fontsize=8)
+    figure.tight_layout()
+    png = io.BytesIO()
+    figure.savefig(png, format="png", dpi=120, metadata={"Software": None})
+    svg = io.StringIO()
+    figure.savefig(svg, format="svg", metadata={"Date": None, "Creator": None})
+    plt.close(figure)
+    write_atomic_bytes(png_path, png.getvalue())
+    text = svg.getvalue()
+    return re.sub(r"\s*<metadata>.*?</metadata>", "", text[text.index("<svg"):], flags=re.S)
+
+
+def write_atomic_bytes(path: Path, data: bytes) -> None:
+    """Binary twin of ``write_atomic``: write then rename."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_bytes(data)
+    temporary.replace(path)
+
+
+PAGE_STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2rem auto; max-width: 62rem;
+       color: #222; padding: 0 1rem; }
+h1 { margin-bottom: 0.2rem; } p.lead { color: #555; margin-top: 0; }
+figure { margin: 1.5rem 0; } figure svg { width: 100%; height: auto; }
+table { border-collapse: collapse; width: 100%; margin: 1rem 0 2rem; font-size: 0.95rem; }
+th, td { padding: 0.35rem 0.6rem; border-bottom: 1px solid #ddd; text-align: left; }
+th { background: #f3f3f3; } td.id { white-space: nowrap; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+tr.p10 td:first-child { border-left: 6px solid #1a9850; } tr.p5 td:first-child { border-left: 6px solid #f39c12; }
+tr.p0 td:first-child { border-left: 6px solid #4575b4; } tr.out td:first-child { border-left: 6px solid #c0392b; }
+.rule { background: #f7f7f7; padding: 0.6rem 0.8rem; border-radius: 4px; font-size: 0.9rem; }
+"""
+
+
+def _cell(text: str, kind: str = "") -> str:
+    """A table cell; ``kind`` is a CSS class: "num" (right-aligned figures) or "id" (never wrapped)."""
+    return f"<td class=\"{kind}\">{html.escape(text)}</td>" if kind else f"<td>{html.escape(text)}</td>"
+
+
+def page(rows: Sequence[Row], gate: str, svg: str) -> str:
+    """The self-contained HTML leaderboard: summary, plot, ranked table, then the rest with reasons."""
+    ranked = [r for r in rows if r.qualified]
+    others = [r for r in rows if not r.qualified]
+    body = ["<h1>Compression-rate leaderboard</h1>",
+            f"<p class=\"lead\">{html.escape(headline(rows, gate))}</p>",
+            f"<p class=\"rule\">{html.escape(TIER_RULE)}</p>",
+            f"<figure>{svg}</figure>",
+            "<h2>Ranking</h2>",
+            "<table><thead><tr><th>rank</th><th>student</th><th>accuracy (%)</th><th>compression rate</th>"
+            "<th>compressed bytes</th><th>points</th></tr></thead><tbody>"]
+    for row in ranked:
+        c = cells(row)
+        body.append(f"<tr class=\"p{row.points}\">" + _cell(c["rank"], "num") + _cell(c["student_id"], "id")
+                    + _cell(c["accuracy"], "num") + _cell(f"{c['compression_rate']}×", "num")
+                    + _cell(f"{int(c['compressed_bytes']):,}", "num") + _cell(c["points"], "num") + "</tr>")
+    body.append("</tbody></table>")
+    if others:
+        body.append("<h2>Not ranked (0 points)</h2><table><thead><tr><th>student</th><th>accuracy (%)</th>"
+                    "<th>compression rate</th><th>reason</th></tr></thead><tbody>")
+        for row in others:
+            c = cells(row)
+            rate = f"{c['compression_rate']}×" if c["compression_rate"] else ""
+            body.append("<tr class=\"out\">" + _cell(c["student_id"], "id") + _cell(c["accuracy"], "num")
+                        + _cell(rate, "num") + _cell(c["status"]) + "</tr>")
+        body.append("</tbody></table>")
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>Compression-rate leaderboard</title><style>{PAGE_STYLE}</style></head>\n<body>\n"
+            + "\n".join(body) + "\n</body></html>\n")
+
+
+def details(row: Row, n_ranked: int, measurement=None, gate: str = "") -> str:
+    """The per-student text file: the numbers, the verdict and the encoder's per-layer table."""
+    entry = row.entry
+    lines = [f"student: {entry.student_id}", f"status: {row.status}"]
+    if not entry.problem:
+        lines += [f"accuracy: {entry.accuracy:.2f}% ({entry.correct}/{entry.total} test images; the gate is "
+                  f"above {gate}%)",
+                  f"compressed size: {entry.compressed_bytes:,} bytes of {ORIGINAL_BYTES:,} "
+                  f"({entry.rate:.2f}x, {100 * entry.compressed_bytes / ORIGINAL_BYTES:.2f}%)"]
+    if row.rank is not None:
+        lines.append(f"rank: {row.rank} of {n_ranked} ranked")
+    lines.append(f"ranking points: {row.points}")
+    if measurement is not None and measurement.table:
+        lines += ["", "Where the bytes went (the reference Huffman encoder; biases are stored raw, 4 bytes each):",
+                  "", measurement.table]
+    return "\n".join(lines) + "\n"
+
+
+def _number(text: Optional[str]) -> float:
+    try:
+        return float(text) if text not in (None, "") else 0.0
+    except ValueError:
+        return 0.0
+
+
+def final_grades(rows: Sequence[Row], grades: Mapping[str, Mapping[str, str]]) -> List[Dict[str, str]]:
+    """Merge the grader's parts with the ranking points; a student found in only one of them still gets a row."""
+    points = {row.entry.student_id: row.points for row in rows}
+    merged = []
+    for student_id in sorted(set(points) | set(grades)):
+        parts = {part: _number(grades.get(student_id, {}).get(part)) for part in GRADE_PARTS}
+        ranking = points.get(student_id, 0)
+        merged.append({"student_id": student_id, **{p: f"{v:g}" for p, v in parts.items()},
+                       "ranking": str(ranking), "total": f"{sum(parts.values()) + ranking:g}"})
+    return merged
+
+
+def write_all(out_dir: Path, rows: Sequence[Row], measurements: Mapping[str, object], gate: str,
+              grades: Optional[Mapping[str, Mapping[str, str]]] = None) -> None:
+    """Write every output of the leaderboard into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(out_dir / "leaderboard.csv", to_csv([cells(r) for r in rows], CSV_COLUMNS))
+    write_atomic(out_dir / "leaderboard.md", markdown(rows, gate))
+    svg = plot(rows, gate, out_dir / "leaderboard.png")
+    write_atomic(out_dir / "leaderboard.html", page(rows, gate, svg))
+    n_ranked = sum(r.qualified for r in rows)
+    for row in rows:
+        student_id = row.entry.student_id
+        if STUDENT_ID.match(student_id) and (student_id in measurements or row.entry.problem.startswith("missing")):
+            write_atomic(out_dir / "details" / f"{student_id}.txt",
+                         details(row, n_ranked, measurements.get(student_id), gate))
+    if grades is not None:
+        write_atomic(out_dir / "final_grades.csv", to_csv(final_grades(rows, grades), FINAL_COLUMNS))
