@@ -1,6 +1,6 @@
 """Time and memory of the leaderboard for one submission. (A benchmark, not a test.)
 
-    python benchmarks/leaderboard_speed.py [--data-dir data] [--threads 2] [--repeat 2]
+    python benchmarks/leaderboard_speed.py [--data-dir data] [--threads N] [--repeat 2]
 
 Builds a reference-like submission (a freshly initialised AlexNet pruned with
 the course's per-layer rates, ``DEFAULT_LAYER_RATES``, and shared at 5 bits;
@@ -77,7 +77,11 @@ def child(path: Path, data_dir: str, threads: int, repeat: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=str(REPO / "data"))
-    parser.add_argument("--threads", type=int, default=2, help="torch threads, as a worker of --jobs 1 on 2 cores")
+    sys.path.insert(0, str(REPO))
+    from grader.leaderboard import DEFAULT_JOBS
+    default_threads = max(1, (os.cpu_count() or 1) // DEFAULT_JOBS)
+    parser.add_argument("--threads", type=int, default=default_threads,
+                        help="torch threads per worker (the leaderboard's default: CPUs / --jobs, --jobs = CPUs up to 4)")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -173,6 +173,8 @@ def build_class(students: Sequence[Student], data_dir: Path, out: Path, recipe: 
         done = run_driver(reference_space, data_dir, initial, recipe, share=False)
         if done.returncode:
             raise RuntimeError(f"the initial training failed; see {reference_space / 'demo.log'}")
+    else:
+        say(f"reusing the initial AlexNet of an earlier run: {initial} (delete it to train again)")
     for student in students:
         space = make_workspace(student, work / student.student_id)
         package(space, student.student_id, submissions)
@@ -224,8 +226,10 @@ def summary(out: Path, students: Sequence[Student]) -> str:
 
 
 def main(argv: List[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m grader demo", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m grader demo", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=f"Build a class of five from this repository, grade it and publish its leaderboard "
+                    f"(at most {TIME_BUDGET}).")
     parser.add_argument("--data-dir", type=Path, default=Path("data"),
                         help="folder holding cifar-10-batches-py/ (downloaded there when missing)")
     parser.add_argument("--out", type=Path, default=Path("demo"), help="folder for everything the demo writes")

@@ -189,8 +189,9 @@ def run(submissions_dir: Path, out_dir: Path, evaluator, gate: str = "58.00", gr
 
 
 def main(argv: List[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m grader leaderboard", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m grader leaderboard", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Measure every <student_id>.ptmodel safely, rank by compression rate, publish.")
     parser.add_argument("submissions", type=Path, help="folder holding the <student_id>.ptmodel files")
     parser.add_argument("--out", type=Path, required=True, help="folder for the leaderboard and its cache")
     parser.add_argument("--data-dir", default="data", help="folder that holds (or will hold) cifar-10-batches-py/")

@@ -319,7 +319,7 @@ def published(tmp_path_factory, states):
     save_whole(states["dense"], subs / "108062346.ptmodel")
     (subs / "108062347.ptmodel").write_text("oops")
     result = run_cli("leaderboard", subs, "--out", root / "out", "--data-dir", root / "data", "--gate", "0",
-                     "--jobs", "2")
+                     "--jobs", "1")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "leaderboard: " in result.stdout
     return root / "out"
@@ -392,7 +392,7 @@ def test_the_demo_trains_prunes_and_shares_with_the_students_code_on_tiny_data(t
     recipe = demo.Recipe(train_images=40, initial_epochs=1, retrain_images=20,
                          prune_rates=tuple((layer, 99.0) for layer in ("conv1", "conv2", "conv3", "conv4", "conv5",
                                                                       "fc1", "fc2", "fc3")))
-    reference_student, skeleton = demo.demo_class()[:2]
+    reference_student = demo.demo_class()[0]
     space = demo.make_workspace(reference_student, tmp_path / "ref")
     initial = tmp_path / "initial.ptmodel"
     assert demo.run_driver(space, tmp_path / "data", initial, recipe, share=False).returncode == 0, \
@@ -402,11 +402,3 @@ def test_the_demo_trains_prunes_and_shares_with_the_students_code_on_tiny_data(t
         (space / "demo.log").read_text()[-2000:]
     result = measure.measure(shared, "ref", FixedAccuracy({}))
     assert result.problem == "" and result.entry().rate > 20          # pruned at 99%: a high rate
-    skeleton_space = demo.make_workspace(skeleton, tmp_path / "skeleton")
-    retrained = tmp_path / "skeleton.ptmodel"
-    assert demo.run_driver(skeleton_space, tmp_path / "data", retrained, recipe, start=initial,
-                           share=False).returncode == 0, (skeleton_space / "demo.log").read_text()[-2000:]
-    tensors = reference().AlexNet().state_dict()
-    from grader.safeload import load_state_dict
-    loaded = load_state_dict(retrained, {k: v.shape for k, v in tensors.items()})
-    assert int((loaded["fc2.weight"] == 0).sum()) == 0                 # the skeleton prunes nothing

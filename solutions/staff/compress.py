@@ -102,8 +102,13 @@ def retrain_dropout(model: nn.Module, original: float, layers: Sequence[str] = (
 def fit(model: nn.Module, data: util.ImageSet, device: torch.device, epochs: int, optimizer: torch.optim.Optimizer,
         loss: Loss, scheduler=None, before_step: Optional[Callable[[], None]] = None,
         after_step: Optional[Callable[[], None]] = None, batch_size: int = 128,
-        generator: Optional[torch.Generator] = None, progress: bool = True) -> None:
-    """Train ``model`` for ``epochs`` epochs; ``before_step`` runs between backward and the optimizer step, ``after_step`` after it."""
+        generator: Optional[torch.Generator] = None, progress: bool = True,
+        after_epoch: Optional[Callable[[int], None]] = None) -> None:
+    """Train ``model`` for ``epochs`` epochs.
+
+    ``before_step`` runs between backward and the optimizer step,
+    ``after_step`` after it, ``after_epoch(epoch)`` after each epoch.
+    """
     steps = -(-len(data) // batch_size)
     for epoch in range(epochs):
         model.train()
@@ -122,6 +127,8 @@ def fit(model: nn.Module, data: util.ImageSet, device: torch.device, epochs: int
             if scheduler is not None:
                 scheduler.step()
         bar.close()
+        if after_epoch is not None:
+            after_epoch(epoch)
 
 
 class SharedWeights:
@@ -163,14 +170,15 @@ class SharedWeights:
 
 def finetune_centroids(model: nn.Module, data: util.ImageSet, device: torch.device, epochs: int, lr: float,
                        loss: Loss, batch_size: int = 128, generator: Optional[torch.Generator] = None,
-                       progress: bool = True) -> None:
+                       progress: bool = True, after_epoch: Optional[Callable[[int], None]] = None) -> None:
     """Train only the shared centroids and the biases of ``model`` (Adam, cosine decay), weights rebuilt each step."""
     shared = SharedWeights(model)
     biases = [p for name, p in model.named_parameters() if name.endswith("bias")]
     optimizer = torch.optim.Adam(shared.centroids() + biases, lr=lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, epochs * -(-len(data) // batch_size)))
     fit(model, data, device, epochs, optimizer, loss, scheduler, before_step=shared.gather_gradients,
-        after_step=shared.write, batch_size=batch_size, generator=generator, progress=progress)
+        after_step=shared.write, batch_size=batch_size, generator=generator, progress=progress,
+        after_epoch=after_epoch)
 
 
 @torch.no_grad()

@@ -13,9 +13,10 @@ from ``huffman_encode_model``, wall time) and appended to ``DIR/steps.jsonl``:
    pruned model misses the accuracy target on the validation split, the
    sparsest snapshot of the ramp that met it is fine-tuned instead;
 3. ``share``: per-layer k-means weight sharing (``apply_weight_sharing``);
-4. ``finetune``: centroid fine-tuning with distillation (kept only if it does
-   not lower the validation accuracy; steps 3-4 are redone with one more bit
-   per layer if the validation accuracy misses the target);
+4. ``finetune``: centroid fine-tuning with distillation (the epoch, or the
+   shared model before it, most accurate on the validation split is kept;
+   steps 3-4 are redone with one more bit per layer if the validation
+   accuracy misses the target);
 5. ``reorder``: permute the fc hidden units so the CSC gaps shrink (same function);
    then the model is written to ``DIR/staff_model.ptmodel``, encoded into
    ``DIR/encodings/``, decoded back and checked bit for bit, and the per-layer
@@ -47,7 +48,8 @@ import util  # noqa: E402
 from net.huffmancoding import huffman_decode_model, huffman_encode_model  # noqa: E402
 from net.models import AlexNet  # noqa: E402
 from net.quantization import apply_weight_sharing  # noqa: E402
-from pruning import make_optimizer, parse_rates, pruning_masks, train, zero_pruned_gradients, zero_pruned_weights  # noqa: E402
+from pruning import (make_optimizer, parse_rates, pruning_masks, train, zero_pruned_gradients,  # noqa: E402
+                     zero_pruned_weights)
 from staff.compress import (cubic_sparsity, distilled, finetune_centroids, fit, prune_to,  # noqa: E402
                             reorder_hidden_units, retrain_dropout, sparsity_of)
 
@@ -200,39 +202,47 @@ def share_and_finetune(model: nn.Module, bits: Dict[str, int], teacher: nn.Modul
                        recorder: Recorder, args, generator: torch.Generator) -> dict:
     """Steps 3 and 4: k-means sharing at ``bits``, then centroid fine-tuning.
 
-    Keeps the fine-tuned model unless it is less accurate on the validation
-    split than the shared one; returns the row of the model kept.
+    Of the shared model and the model after each fine-tuning epoch, keeps the
+    one most accurate on the validation split (the latest on a tie); returns
+    the ``finetune`` row, which measures the model kept.
     """
     clock = Clock(recorder.device)
     with contextlib.redirect_stdout(io.StringIO()):
         apply_weight_sharing(model, bits)
     shared_row = recorder.record("share", model, clock.seconds(), bits=bits)
-    shared = state(model)
+    best = {"epoch": 0, "val_accuracy": shared_row["val_accuracy"], "state": state(model)}
+
+    def keep_best(epoch: int) -> None:
+        accuracy = recorder.accuracy(model, recorder.val)
+        print(f"centroid fine-tuning epoch {epoch + 1}/{args.ft_epochs}: val {accuracy:.2f}%", flush=True)
+        if accuracy >= best["val_accuracy"]:
+            best.update(epoch=epoch + 1, val_accuracy=accuracy, state=state(model))
+
     clock = Clock(recorder.device)
     finetune_centroids(model, train_set, recorder.device, args.ft_epochs, args.ft_lr,
                        distilled(teacher, args.kd_alpha, args.kd_temperature), args.batch_size, generator,
-                       args.progress)
-    row = recorder.record("finetune", model, clock.seconds(), epochs=args.ft_epochs, bits=bits)
-    if row["val_accuracy"] >= shared_row["val_accuracy"]:
-        return row
-    print("centroid fine-tuning lowered the validation accuracy: the shared model is kept")
-    model.load_state_dict(shared)
-    return shared_row
+                       args.progress, after_epoch=keep_best)
+    model.load_state_dict(best["state"])
+    return recorder.record("finetune", model, clock.seconds(), epochs=args.ft_epochs, kept_epoch=best["epoch"],
+                           bits=bits)
 
 
 def main() -> None:
     parser = util.common_arguments(__doc__.splitlines()[0])
     parser.add_argument("--out", default="staff_run", help="folder for steps.jsonl, the model, table and encodings")
-    parser.add_argument("--teacher", default=None, help="a trained dense .ptmodel to start from (skips step 1)")
+    parser.add_argument("--teacher", default=None,
+                        help="a trained .ptmodel (dense or already compressed) to start from and distil from")
     parser.add_argument("--val-size", type=int, default=5000, help="training images held out for decisions")
     parser.add_argument("--epochs", type=int, default=30, help="epochs of dense training")
     parser.add_argument("--lr", type=float, default=0.05, help="peak learning rate of dense training")
     parser.add_argument("--weight-decay", type=float, default=5e-4)
     parser.add_argument("--sparsity", default=DEFAULT_SPARSITY, help="target percent of zeros per layer")
-    parser.add_argument("--kernel-layers", default="", help="conv layers pruned by whole kernel slices, comma-separated")
+    parser.add_argument("--kernel-layers", default="",
+                        help="conv layers pruned by whole kernel slices, comma-separated")
     parser.add_argument("--prune-epochs", type=int, default=30,
                         help="epochs of the pruning phase in all (0: prune to the targets at once, no retraining)")
-    parser.add_argument("--ramp-epochs", type=int, default=20, help="of which the first ones each end with a pruning step")
+    parser.add_argument("--ramp-epochs", type=int, default=20,
+                        help="of which the first ones each end with a pruning step")
     parser.add_argument("--prune-lr", type=float, default=0.01, help="peak learning rate of the pruning phase")
     parser.add_argument("--retrain-dropout", type=float, default=-1.0,
                         help="dropout while pruning; negative: Han et al.'s D*sqrt(kept fraction of fc1+fc2)")
@@ -246,7 +256,7 @@ def main() -> None:
     parser.add_argument("--bits", default=DEFAULT_BITS, help="k-means bits per layer")
     parser.add_argument("--bit-retries", type=int, default=1, help="times sharing is redone with one more bit")
     parser.add_argument("--ft-epochs", type=int, default=3, help="epochs of centroid fine-tuning")
-    parser.add_argument("--ft-lr", type=float, default=1e-4, help="Adam learning rate of centroid fine-tuning")
+    parser.add_argument("--ft-lr", type=float, default=3e-5, help="Adam learning rate of centroid fine-tuning")
     parser.add_argument("--no-reorder", action="store_true", help="skip the hidden-unit permutation")
     parser.add_argument("--epochs-scale", type=float, default=1.0, help="multiply every epoch count")
     parser.add_argument("--quick", action="store_true", help="a smoke run: one or two epochs per phase")
