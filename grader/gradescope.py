@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Dict, List
 
 from grader import grade, sandbox
+from grader.files import write_atomic
 
 REPO = grade.REPO
-GRADER_MODULES = ("__init__.py", "__main__.py", "cli.py", "assign.py", "archives.py", "sandbox.py", "grade.py",
+GRADER_MODULES = ("__init__.py", "__main__.py", "cli.py", "assign.py", "archives.py", "files.py", "sandbox.py", "grade.py",
                   "gradescope.py")
 PINNED = ("torch", "numpy", "scipy", "scikit-learn", "tqdm", "pytest", "pytest-timeout")
 TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
@@ -108,7 +109,7 @@ def run(root: Path, extra: List[str]) -> int:
             document = grade.grade_one(_student(root), [root / "submission"], setup)
         finally:
             sandbox.shutdown()
-    grade.write_atomic(results / "results.json", json.dumps(document, indent=1, ensure_ascii=False) + "\n")
+    write_atomic(results / "results.json", json.dumps(document, indent=1, ensure_ascii=False) + "\n")
     print(document["output"])
     return 0
 

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
-from grader.publish import STUDENT_ID, write_atomic
+from grader.files import write_atomic
+from grader.publish import STUDENT_ID
 
 if TYPE_CHECKING:
     from grader import measure

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence
 
-from grader.grade import write_atomic
+from grader.files import write_atomic
 from grader.ranking import MIDDLE_POINTS, ORIGINAL_BYTES, TOP_POINTS, Row
 
 STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -128,16 +128,9 @@ def plot(rows: Sequence[Row], gate: str, png_path: Path) -> str:
     svg = io.StringIO()
     figure.savefig(svg, format="svg", metadata={"Date": None, "Creator": None})
     plt.close(figure)
-    write_atomic_bytes(png_path, png.getvalue())
+    write_atomic(png_path, png.getvalue())
     text = svg.getvalue()
     return re.sub(r"\s*<metadata>.*?</metadata>", "", text[text.index("<svg"):], flags=re.S)
-
-
-def write_atomic_bytes(path: Path, data: bytes) -> None:
-    """Binary twin of ``write_atomic``: write then rename."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(data)
-    temporary.replace(path)
 
 
 PAGE_STYLE = """
