@@ -17,12 +17,12 @@ PERCENTILE = "net/prune.py: prune_by_percentile"
 BIASES = [f"{name}.bias" for name in LAYERS]
 
 
-def layer_problems(model, before, layers, band, rule=""):
+def layer_problems(after, before, layers, band, rule=""):
     """Problems of the weights of ``layers``, each judged against ``band(weight before pruning)``."""
     problems = []
     for name in layers:
         weight = before[f"{name}.weight"]
-        problems += pruning_problems(name, weight, getattr(model, name).weight.detach(), *band(weight), rule=rule)
+        problems += pruning_problems(name, weight, after[f"{name}.weight"], *band(weight), rule=rule)
     return problems
 
 
@@ -31,54 +31,50 @@ def layer_problems(model, before, layers, band, rule=""):
 # ---------------------------------------------------------------------------
 
 @pytest.mark.points(6, todo=PRUNE)
-def test_prune_zeroes_small_weights(prune):
+def test_prune_zeroes_small_weights(student):
     """_prune zeroes the weights whose absolute value is below the threshold, in conv and fc layers, and keeps the others."""
-    model = small_alexnet(prune.PruningModule)
-    before = snapshot(model)
+    before = weights = snapshot(small_alexnet())
     problems = []
     for name in ("conv2", "fc1", "conv3", "fc3"):
-        module = getattr(model, name)
-        threshold = float(module.weight.detach().abs().median()) * 1.01  # between two weights
-        model._prune(module, threshold)
-        problems += pruning_problems(name, before[f"{name}.weight"], module.weight.detach(), threshold)
+        threshold = float(weights[f"{name}.weight"].abs().median()) * 1.01  # between two weights
+        weights = student.prune(weights, "_prune", name, threshold)
+        problems += pruning_problems(name, before[f"{name}.weight"], weights[f"{name}.weight"], threshold)
     fail_if(problems, "model._prune(layer, threshold) did not prune as expected:")
 
 
 @pytest.mark.points(4, todo=PRUNE)
-def test_prune_keeps_weights_equal_to_threshold(prune):
+def test_prune_keeps_weights_equal_to_threshold(student):
     """_prune keeps weights whose absolute value equals the threshold exactly (only |w| < threshold goes)."""
-    model = small_alexnet(prune.PruningModule, seed=1)
+    weights = snapshot(small_alexnet(seed=1))
     problems = []
     for name in ("conv1", "fc2"):
-        module = getattr(model, name)
-        flat = module.weight.data.view(-1)
+        flat = weights[f"{name}.weight"].view(-1)
         threshold = float(flat.abs().median())
         flat[0], flat[1] = threshold, -threshold  # two weights exactly at the threshold, one of each sign
-        before = module.weight.detach().clone()
-        model._prune(module, threshold)
-        after = module.weight.detach().view(-1)
+        before = weights[f"{name}.weight"].clone()
+        weights = student.prune(weights, "_prune", name, threshold)
+        after = weights[f"{name}.weight"].reshape(-1)
         if after[0] == 0 or after[1] == 0:
             problems.append(f"{name}: the weights {threshold:.6g} and {-threshold:.6g} were set to 0 by "
                             f"_prune(threshold={threshold:.6g}); they are not below the threshold, so they stay")
-        problems += pruning_problems(name, before, module.weight.detach(), threshold)
+        problems += pruning_problems(name, before, weights[f"{name}.weight"], threshold)
     fail_if(problems, "Weights exactly at the threshold must be kept:")
 
 
 @pytest.mark.points(5, todo=PRUNE)
-def test_prune_changes_only_the_weight(prune):
+def test_prune_changes_only_the_weight(student):
     """_prune writes into the layer's own weight (same shape and dtype) and never touches the bias."""
-    model = small_alexnet(prune.PruningModule, seed=2)
+    weights = snapshot(small_alexnet(seed=2))
     problems = []
     for name in ("conv4", "fc2"):
-        module = getattr(model, name)
-        module.bias.data.mul_(0.001)  # every bias value is below the threshold
-        before = snapshot(model)
-        threshold = float(module.weight.detach().abs().median()) * 1.01
-        model._prune(module, threshold)
-        problems += pruning_problems(name, before[f"{name}.weight"], module.weight.detach(), threshold)
-        problems += unchanged_problems([f"{name}.bias"], before, model, "the bias must never be pruned")
+        weights[f"{name}.bias"] = weights[f"{name}.bias"] * 0.001  # every bias value is below the threshold
+        before = {n: w.clone() for n, w in weights.items()}
+        threshold = float(weights[f"{name}.weight"].abs().median()) * 1.01
+        weights = student.prune(weights, "_prune", name, threshold)
+        problems += pruning_problems(name, before[f"{name}.weight"], weights[f"{name}.weight"], threshold)
+        problems += unchanged_problems([f"{name}.bias"], before, weights, "the bias must never be pruned")
         others = [n for n in before if not n.startswith(name + ".")]
-        problems += unchanged_problems(others, before, model, f"_prune was called on {name} only")
+        problems += unchanged_problems(others, before, weights, f"_prune was called on {name} only")
     fail_if(problems, "_prune must change the weights of the layer it is given and nothing else:")
 
 
@@ -86,98 +82,93 @@ def test_prune_changes_only_the_weight(prune):
 # prune_by_std and prune_by_percentile
 # ---------------------------------------------------------------------------
 
-def pruning_model(prune, seed):
-    """A small model whose ``_prune`` is a correct one, so these tests grade only the threshold and the layers."""
-    model = small_alexnet(prune.PruningModule, seed=seed)
-    model._prune = correct_prune
-    return model
+def pruned(student, seed, method, *args):
+    """The weights of a fresh small model (seed ``seed``) after ``method(*args)``, with a correct ``_prune``.
+
+    A correct ``_prune`` means these tests grade only the threshold and the layers.
+    """
+    before = snapshot(small_alexnet(seed=seed))
+    return before, student.prune(before, method, *args, correct_prune=True)
 
 
-def correct_prune(module, threshold):
-    module.weight.data[module.weight.data.abs() < threshold] = 0.0
-
-
-def check_std(prune, layers, s, seed, call):
-    """Prune a fresh small model with ``call(model)`` and check ``layers`` at ``s`` times their own std."""
-    model = pruning_model(prune, seed)
-    before = snapshot(model)
-    call(model)
+def check_std(student, layers, s, seed, *args):
+    """Prune a fresh small model with ``prune_by_std(*args)`` and check ``layers`` at ``s`` times their own std."""
+    before, after = pruned(student, seed, "prune_by_std", *args)
     rule = f" (= {s} x the std of this layer's weights)"
-    problems = layer_problems(model, before, layers, lambda w: std_band(w, s), rule)
-    problems += unchanged_problems(BIASES, before, model, "biases are never pruned")
+    problems = layer_problems(after, before, layers, lambda w: std_band(w, s), rule)
+    problems += unchanged_problems(BIASES, before, after, "biases are never pruned")
     return problems
 
 
 @pytest.mark.points(5, todo=STD)
-def test_std_prunes_conv_layers(prune):
+def test_std_prunes_conv_layers(student):
     """prune_by_std(s) prunes every conv layer with threshold s * std of that layer's weights."""
-    problems = check_std(prune, CONV_LAYERS, 0.5, 3, lambda model: model.prune_by_std(0.5))
+    problems = check_std(student, CONV_LAYERS, 0.5, 3, 0.5)
     fail_if(problems, "After model.prune_by_std(0.5), the conv layers are not pruned as expected:")
 
 
 @pytest.mark.points(5, todo=STD)
-def test_std_prunes_fc_layers(prune):
+def test_std_prunes_fc_layers(student):
     """prune_by_std(s) prunes every fc layer with threshold s * std of that layer's weights."""
-    problems = check_std(prune, FC_LAYERS, 0.5, 4, lambda model: model.prune_by_std(0.5))
+    problems = check_std(student, FC_LAYERS, 0.5, 4, 0.5)
     fail_if(problems, "After model.prune_by_std(0.5), the fc layers are not pruned as expected:")
 
 
 @pytest.mark.points(5, todo=STD)
-def test_std_default_sensitivity(prune):
+def test_std_default_sensitivity(student):
     """prune_by_std() with its default s = 0.25 prunes all eight layers, each with its own std, and no bias."""
-    problems = check_std(prune, list(LAYERS), 0.25, 5, lambda model: model.prune_by_std())
+    problems = check_std(student, list(LAYERS), 0.25, 5)
     fail_if(problems, "After model.prune_by_std() (s = 0.25), the model is not pruned as expected:")
 
 
-def check_percentile(prune, rates, seed, call, layers=None):
-    """Prune a fresh small model with ``call(model)``: the layers in ``rates`` lose that percentage, the others nothing.
+def check_percentile(student, rates, seed, args, layers=None):
+    """Prune a fresh small model with ``prune_by_percentile(*args)``: the layers in ``rates`` lose that percentage, the others nothing.
 
     Only the weights of ``layers`` (default: all of ``rates``) and the
     layers missing from ``rates`` are checked.
     """
-    model = pruning_model(prune, seed)
-    before = snapshot(model)
-    call(model)
+    before, after = pruned(student, seed, "prune_by_percentile", *args)
     problems = []
     for name in layers or rates:
         q = rates[name]
-        problems += layer_problems(model, before, [name], lambda w: percentile_band(w, q),
+        problems += layer_problems(after, before, [name], lambda w: percentile_band(w, q),
                                    f" (the {q:g}th percentile of this layer's |weights|)")
     untouched = [n for n in before if n.endswith(".bias") or n.split(".")[0] not in rates]
-    problems += unchanged_problems(untouched, before, model, "only the weights of the layers being pruned may change")
+    problems += unchanged_problems(untouched, before, after, "only the weights of the layers being pruned may change")
     return problems
 
 
 @pytest.mark.points(5, todo=PERCENTILE)
-def test_percentile_prunes_conv_layers(prune):
+def test_percentile_prunes_conv_layers(student):
     """prune_by_percentile(q) removes the q% smallest-magnitude weights of every conv layer, layer by layer."""
-    problems = check_percentile(prune, dict.fromkeys(LAYERS, 30.0), 6,
-                                lambda model: model.prune_by_percentile(30.0), CONV_LAYERS)
+    problems = check_percentile(student, dict.fromkeys(LAYERS, 30.0), 6, [30.0], CONV_LAYERS)
     fail_if(problems, "After model.prune_by_percentile(30), the conv layers are not pruned as expected "
                       "(about 30% of each layer should be 0):")
 
 
 @pytest.mark.points(5, todo=PERCENTILE)
-def test_percentile_prunes_fc_layers(prune):
+def test_percentile_prunes_fc_layers(student):
     """prune_by_percentile(q) removes the q% smallest-magnitude weights of every fc layer, layer by layer."""
-    problems = check_percentile(prune, dict.fromkeys(LAYERS, 80.0), 7,
-                                lambda model: model.prune_by_percentile(80.0), FC_LAYERS)
+    problems = check_percentile(student, dict.fromkeys(LAYERS, 80.0), 7, [80.0], FC_LAYERS)
     fail_if(problems, "After model.prune_by_percentile(80), the fc layers are not pruned as expected "
                       "(about 80% of each layer should be 0):")
 
 
 @pytest.mark.points(5, todo=PERCENTILE)
-def test_percentile_default_rate(prune):
+def test_percentile_default_rate(student):
     """prune_by_percentile() uses DEFAULT_PRUNE_RATE for all eight layers and never prunes a bias."""
-    q = float(prune.DEFAULT_PRUNE_RATE)
-    problems = check_percentile(prune, dict.fromkeys(LAYERS, q), 8, lambda model: model.prune_by_percentile())
+    q = student.constant("net.prune", "DEFAULT_PRUNE_RATE")
+    if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0 <= q <= 100:
+        raise AssertionError(f"net/prune.py: DEFAULT_PRUNE_RATE must be a number from 0 to 100, not {q!r}")
+    q = float(q)
+    problems = check_percentile(student, dict.fromkeys(LAYERS, q), 8, [])
     fail_if(problems, f"After model.prune_by_percentile() (DEFAULT_PRUNE_RATE = {q:g}), "
                       "the model is not pruned as expected:")
 
 
 @pytest.mark.points(5, todo=PERCENTILE)
-def test_percentile_per_layer_rates(prune):
+def test_percentile_per_layer_rates(student):
     """prune_by_percentile({layer: q, ...}) prunes each listed layer at its own rate and leaves the others alone."""
     rates = {"conv2": 50.0, "conv5": 10.0, "fc1": 90.0}
-    problems = check_percentile(prune, rates, 9, lambda model: model.prune_by_percentile(dict(rates)))
+    problems = check_percentile(student, rates, 9, [dict(rates)])
     fail_if(problems, f"After model.prune_by_percentile({rates}), the model is not pruned as expected:")

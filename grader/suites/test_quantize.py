@@ -2,27 +2,17 @@
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 
-from grader.suites.common import fail_if
+from grader.suites.common import ConvAndFc, fail_if
+from grader.worker.models import CONV_SHAPE as SHAPE
 
 pytestmark = pytest.mark.part("quantize")
 
 TODO = "net/quantization.py: apply_weight_sharing (conv layers)"
-SHAPE = (6, 4, 3, 2)  # Kn, Ch, H, W: all different, so a wrong order of the positions shows
 ZERO_FRACTION = 0.4
 
 
-class ConvAndFc(nn.Module):
-    """One conv and one fc layer, enough for apply_weight_sharing."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv2 = nn.Conv2d(SHAPE[1], SHAPE[0], kernel_size=SHAPE[2:])
-        self.fc1 = nn.Linear(5, 7)
-
-
-def share_conv(quantization, bits: int, seed: int):
+def share_conv(student, bits: int, seed: int):
     """Run the student's apply_weight_sharing on a pruned conv layer; return its weights before and after."""
     rng = np.random.default_rng(seed)
     model = ConvAndFc()
@@ -31,8 +21,7 @@ def share_conv(quantization, bits: int, seed: int):
         weight[rng.random(weight.shape) < ZERO_FRACTION] = 0.0
         layer.weight.data = torch.from_numpy(weight)
     before = model.conv2.weight.detach().numpy().copy()
-    quantization.apply_weight_sharing(model, bits=bits)
-    return before, model.conv2.weight.detach().numpy()
+    return before, student.share_weights(model, bits)["conv2.weight"].numpy()
 
 
 def label(bits: int) -> str:
@@ -53,11 +42,11 @@ def sharing_problems(before: np.ndarray, after: np.ndarray, bits: int):
 
 
 @pytest.mark.points(2, todo=TODO)
-def test_zeros_stay_zero(quantization):
+def test_zeros_stay_zero(student):
     """Pruned (zero) conv weights stay 0, unpruned ones stay non-zero, and at most 2**bits values are left."""
     problems = []
     for bits in (2, 3):
-        before, after = share_conv(quantization, bits, seed=20 + bits)
+        before, after = share_conv(student, bits, seed=20 + bits)
         problems += sharing_problems(before, after, bits)
         if not problems:
             revived = int(((before == 0) & (after != 0)).sum())
@@ -71,11 +60,11 @@ def test_zeros_stay_zero(quantization):
 
 
 @pytest.mark.points(3, todo=TODO)
-def test_each_weight_keeps_its_position(quantization):
+def test_each_weight_keeps_its_position(student):
     """Each conv weight is replaced by the centroid of its own cluster: a larger weight never gets a smaller value."""
     problems = []
     for bits in (2, 3):
-        before, after = share_conv(quantization, bits, seed=30 + bits)
+        before, after = share_conv(student, bits, seed=30 + bits)
         problems += sharing_problems(before, after, bits)
         if not problems:
             kept = before != 0
@@ -89,11 +78,11 @@ def test_each_weight_keeps_its_position(quantization):
 
 
 @pytest.mark.points(2, todo=TODO)
-def test_number_of_clusters(quantization):
+def test_number_of_clusters(student):
     """A conv layer with many distinct non-zero weights ends with exactly 2**bits distinct non-zero values."""
     problems = []
     for bits in (2, 3, 4):
-        before, after = share_conv(quantization, bits, seed=40 + bits)
+        before, after = share_conv(student, bits, seed=40 + bits)
         distinct = np.unique(after[after != 0]).size
         if distinct != 2 ** bits:
             problems.append(f"{label(bits)}: expected exactly {2 ** bits} distinct non-zero values "
@@ -102,12 +91,12 @@ def test_number_of_clusters(quantization):
 
 
 @pytest.mark.points(3, todo=TODO)
-def test_matches_linear_init_kmeans(quantization, reference):
+def test_matches_linear_init_kmeans(student, reference):
     """The shared conv weights are those of k-means on the non-zero weights with linearly spaced initial centroids."""
     share_values = reference("net/quantization.py").share_values
     problems = []
     for bits in (2, 3):
-        before, after = share_conv(quantization, bits, seed=50 + bits)
+        before, after = share_conv(student, bits, seed=50 + bits)
         expected = before.copy()
         expected[before != 0] = share_values(before[before != 0], bits)
         if after.shape != expected.shape:
