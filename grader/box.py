@@ -153,6 +153,20 @@ class Cgroup:
                 _cache["cgroup"] = ""
         return bool(_cache["cgroup"])
 
+    @classmethod
+    def sweep(cls, pid: int) -> None:
+        """Remove the cgroups a judge (process ``pid``) left behind, and kill what is still in them."""
+        try:
+            folders = [cls._own(None)] if (cls.ROOT / "cgroup.controllers").exists() else \
+                [cls._own("memory"), cls._own("pids")]
+        except OSError:
+            return
+        for parent in folders:
+            for folder in parent.glob(f"grader-box-{pid}-*"):
+                leftover = cls.__new__(cls)
+                leftover.folders = [folder]
+                leftover.close()
+
     def enter(self) -> None:
         """Move the calling process into the cgroup (run in the box's first process, before exec)."""
         for folder in self.folders:

@@ -3,8 +3,10 @@
 Every archive (``.rar``, ``.zip``, ``.tar``, ``.tar.gz``, ``.7z``...) or folder
 in SUBMISSIONS_DIR is one student, whose id is the file name without its
 suffix (``.ptmodel`` files, for the leaderboard, are skipped). Each is
-unpacked safely (:mod:`grader.archives`), then the hidden suites run on it in
-a sandbox (:mod:`grader.sandbox`). Results are written as they come:
+unpacked safely (:mod:`grader.archives`), then the judge (:mod:`grader.judge`)
+runs the hidden suites, which send the student's code in its box
+(:mod:`grader.box`) requests and score its answers. Results are written as
+they come:
 
 ``OUT_DIR/results/<id>.json``
     Gradescope's ``results.json`` format (score, max_score, tests with
@@ -13,8 +15,8 @@ a sandbox (:mod:`grader.sandbox`). Results are written as they come:
 ``OUT_DIR/feedback/<id>.md``
     every test, its points and its message, for the student.
 ``OUT_DIR/grades.csv``
-    ``student_id,prune,quantize,huffman,code_total,status``, rebuilt from
-    ``results/`` after every student.
+    ``student_id,prune,quantize,huffman,code_total,status,isolation``,
+    rebuilt from ``results/`` after every student.
 
 A run that is stopped and started again skips every student whose results
 were made from the same file (sha256) by the same grader version (the suites,
@@ -26,9 +28,9 @@ import csv
 import hashlib
 import io
 import json
+import math
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -39,65 +41,52 @@ from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
 from grader.files import write_atomic
-from grader import archives, sandbox
+from grader import archives, box, judge
 
 REPO = Path(__file__).resolve().parent.parent
-RUNNER = "grader.suites.runner"
 PARTS = ("prune", "quantize", "huffman")
 VISIBILITIES = {"hidden", "after_due_date", "after_published", "visible"}
-CSV_FIELDS = ["student_id", *PARTS, "code_total", "status"]
+CSV_FIELDS = ["student_id", *PARTS, "code_total", "status", "isolation"]
+VERSIONED = ("grader/suites", "grader/worker", "grader/box.py", "grader/judge.py", "grader/files.py")
+"""What decides a score, besides the reference solutions and the limits (see ``grader_version``)."""
 
 
 @dataclass(frozen=True)
 class Setup:
     """Everything a grading run shares between students."""
-    code: Path
-    """Folder put on the runner's path: grader/suites and the reference solutions."""
     tests: Tuple[dict, ...]
     """The runner's ``--list``: name, part, todo, max_score of every test."""
     version: str
-    limits: sandbox.Limits = sandbox.Limits()
+    limits: box.Limits = box.Limits()
     archive_limits: archives.Limits = archives.Limits()
-    runner: str = RUNNER
-    isolation: str = "auto"
-    preload: Tuple[str, ...] = sandbox.DEFAULT_PRELOAD
-    protect: Tuple[Path, ...] = ()
+    isolation: str = "bwrap"
+    preload: Tuple[str, ...] = judge.DEFAULT_PRELOAD
 
 
 # --------------------------------------------------------------------------- set-up
 
 
-def stage_code(dest: Path, repo: Path = REPO) -> Path:
-    """Copy what the suites need (``grader/__init__.py``, ``grader/suites/``, ``solutions/``) into ``dest``."""
-    from grader.assign import source_files
-    skip = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
-    (dest / "grader").mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(repo / "grader" / "__init__.py", dest / "grader" / "__init__.py")
-    shutil.copytree(repo / "grader" / "suites", dest / "grader" / "suites", ignore=skip, dirs_exist_ok=True)
-    for relative in source_files(repo / "solutions"):
-        (dest / "solutions" / relative).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(repo / "solutions" / relative, dest / "solutions" / relative)
-    return dest
-
-
-def list_tests(code: Path, runner: str = RUNNER) -> Tuple[dict, ...]:
-    """The runner's test list (it runs no student code)."""
-    env = dict(os.environ, PYTHONPATH=str(code), PYTHONDONTWRITEBYTECODE="1")
-    done = subprocess.run([sys.executable, "-m", runner, "--list"], cwd=code, env=env,
+def list_tests() -> Tuple[dict, ...]:
+    """The runner's test list, from a process of its own (it runs no student code)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONDONTWRITEBYTECODE="1")
+    done = subprocess.run([sys.executable, "-m", "grader.suites.runner", "--list"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
-        raise RuntimeError(f"`{runner} --list` failed:\n{done.stderr.strip()}")
+        raise RuntimeError(f"listing the tests failed:\n{done.stderr.strip()}")
     tests = tuple(json.loads(done.stdout))
     if not tests or any(t.get("part") not in PARTS for t in tests):
-        raise RuntimeError(f"`{runner} --list` gave no tests or an unknown part")
+        raise RuntimeError("listing the tests gave no tests or an unknown part")
     return tests
 
 
-def grader_version(code: Path, limits: sandbox.Limits, archive_limits: archives.Limits, runner: str) -> str:
-    """A hash of everything that decides a score: the staged suites and solutions, the runner and the limits."""
-    digest = hashlib.sha256(json.dumps([runner, asdict(limits), asdict(archive_limits)], sort_keys=True).encode())
-    for path in sorted(p for p in code.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
-        digest.update(path.relative_to(code).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+def grader_version(limits: box.Limits, archive_limits: archives.Limits, repo: Path = REPO) -> str:
+    """A hash of everything that decides a score: the suites, the box, the reference solutions and the limits."""
+    from grader.assign import source_files
+    digest = hashlib.sha256(json.dumps([asdict(limits), asdict(archive_limits)], sort_keys=True).encode())
+    files = [p for top in VERSIONED for p in ([repo / top] if (repo / top).is_file() else (repo / top).rglob("*.py"))]
+    files += [repo / "solutions" / relative for relative in source_files(repo / "solutions")]
+    for path in sorted(files):
+        digest.update(path.relative_to(repo).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 
 
@@ -145,7 +134,7 @@ def _results(student: str, source: Path, digest: str, setup: Setup, tests: List[
             "visibility": "visible", "stdout_visibility": "hidden", "tests": tests,
             "extra_data": {"student_id": student, "submission": source.name, "sha256": digest,
                            "grader_version": setup.version, "status": status, "parts": parts,
-                           "isolation": setup.isolation}}
+                           "isolation": setup.isolation, "sandbox": box.describe(setup.isolation)}}
 
 
 def _not_graded(student: str, source: Path, digest: str, setup: Setup, status: str) -> dict:
@@ -154,32 +143,23 @@ def _not_graded(student: str, source: Path, digest: str, setup: Setup, status: s
     return _results(student, source, digest, setup, tests, status)
 
 
-def _score(setup: Setup, runs: Dict[str, sandbox.PartResult]) -> Tuple[List[dict], str]:
-    """Match what the sandbox recorded with the test list; missing tests score 0 and say why."""
-    scored, problems = [], []
-    for part in PARTS:
-        run = runs.get(part) or sandbox.PartResult(part, outcome="did not run")
-        recorded = {t.get("name"): t for t in run.tests if t.get("part") == part}
-        specs = [spec for spec in setup.tests if spec["part"] == part]
-        missing = [spec for spec in specs if spec["name"] not in recorded]
-        if run.outcome or missing:
-            why = run.outcome or "ended before running all its tests"
-            problems.append(f"{part}: the test process {why}")
-        for spec in specs:
-            got = recorded.get(spec["name"])
-            if got is None:
-                why = run.outcome or "ended before this test"
-                scored.append(_entry(spec, 0.0, f"Not run: the test process {why}."))
-                continue
-            try:
-                score = min(max(float(got.get("score", 0.0)), 0.0), float(spec["max_score"]))
-            except (TypeError, ValueError):
-                score = 0.0
-            visibility = got.get("visibility") if got.get("visibility") in VISIBILITIES else "visible"
-            scored.append(_entry(spec, score, str(got.get("output", "")), visibility))
-    order = {spec["name"]: i for i, spec in enumerate(setup.tests)}
-    scored.sort(key=lambda t: order[t["name"]])
-    return scored, ("partial: " + "; ".join(problems)) if problems else "ok"
+def _score(setup: Setup, recorded: List[dict]) -> List[dict]:
+    """One entry per listed test, from the judge's own scores: finite, within [0, max]; a missing test scores 0."""
+    by_name = {t.get("name"): t for t in recorded if isinstance(t, dict)}
+    scored = []
+    for spec in setup.tests:
+        got = by_name.get(spec["name"])
+        if got is None:
+            scored.append(_entry(spec, 0.0, "Not run: the judge did not report this test."))
+            continue
+        try:
+            score = float(got.get("score", 0.0))
+        except (TypeError, ValueError):
+            score = 0.0
+        score = min(max(score, 0.0), float(spec["max_score"])) if math.isfinite(score) else 0.0
+        visibility = got.get("visibility") if got.get("visibility") in VISIBILITIES else "visible"
+        scored.append(_entry(spec, score, str(got.get("output", "")), visibility))
+    return scored
 
 
 def grade_one(student: str, sources: Sequence[Path], setup: Setup) -> dict:
@@ -194,12 +174,13 @@ def grade_one(student: str, sources: Sequence[Path], setup: Setup) -> dict:
                 submission = archives.prepare(source, Path(work), setup.archive_limits)
             except archives.Rejected as why:
                 return _not_graded(student, source, digest, setup, f"rejected: {why}")
-            expected = {part: sum(spec["part"] == part for spec in setup.tests) for part in PARTS}
-            runs = sandbox.run_submission(submission, setup.code, PARTS, runner=setup.runner, limits=setup.limits,
-                                          level=setup.isolation, preload=setup.preload, protect=setup.protect,
-                                          expected=expected)
-        tests, status = _score(setup, runs)
-        return _results(student, source, digest, setup, tests, status)
+            try:
+                recorded = judge.run(submission, setup.limits, setup.isolation, setup.preload)
+            except judge.JudgeFailure as why:
+                if "time limit" not in str(why):
+                    raise
+                return _not_graded(student, source, digest, setup, f"partial: {why}")
+        return _results(student, source, digest, setup, _score(setup, recorded), "ok")
     except Exception as error:  # noqa: BLE001 - a grader bug must not stop the class
         traceback.print_exc()
         results = _not_graded(student, source, digest, setup,
@@ -243,8 +224,11 @@ def grade_rows(out: Path) -> List[dict]:
         except (OSError, ValueError, KeyError):
             continue
         parts = extra["parts"]
+        if not all(isinstance(parts.get(p), (int, float)) and math.isfinite(parts[p]) for p in PARTS):
+            parts, extra["status"] = dict.fromkeys(PARTS, 0.0), f"error: {path.name} is damaged; grade again"
         rows.append({"student_id": extra["student_id"], **{p: f"{parts[p]:g}" for p in PARTS},
-                     "code_total": f"{sum(parts.values()):g}", "status": extra["status"]})
+                     "code_total": f"{sum(parts.values()):g}", "status": extra["status"],
+                     "isolation": extra.get("isolation", "")})
     return rows
 
 
@@ -285,7 +269,7 @@ def _clean_temporaries(out: Path) -> None:
 
 
 def parse_args(argv: List[str]) -> argparse.Namespace:
-    defaults = sandbox.Limits()
+    defaults = box.Limits()
     parser = argparse.ArgumentParser(prog="python -m grader grade", description=__doc__.splitlines()[0])
     parser.add_argument("submissions", type=Path, help="folder of <student_id>.rar/.zip/.tar.gz/... or folders")
     parser.add_argument("--out", type=Path, required=True, help="output folder (grades.csv, feedback/, results/)")
@@ -293,18 +277,15 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     parser.add_argument("--only", action="append", metavar="ID", help="grade only this student (repeatable)")
     parser.add_argument("--force", action="store_true", help="grade again students already graded")
     parser.add_argument("--test-timeout", type=float, default=defaults.test_timeout_s, help="seconds per test")
-    parser.add_argument("--part-timeout", type=float, default=defaults.part_timeout_s,
-                        help="seconds for all the tests of one part")
-    parser.add_argument("--submission-timeout", type=float, default=None,
-                        help="seconds for one student in all (default: 3 parts + 2 minutes)")
+    parser.add_argument("--submission-timeout", type=float, default=defaults.submission_timeout_s,
+                        help="seconds for one student in all")
     parser.add_argument("--memory-mb", type=int, default=defaults.memory_mb,
-                        help="memory a part may allocate beyond the preloaded libraries")
-    parser.add_argument("--isolation", choices=("auto", "namespaces", "basic"), default="auto",
-                        help="sandbox: Linux namespaces (read-only system, no network) or basic limits only")
+                        help="memory the student's code may use beyond the preloaded libraries")
+    parser.add_argument("--isolation", choices=("auto", *box.LEVELS), default="auto",
+                        help="the student's box: auto (the strongest here, refusing to grade without a sandbox), "
+                             "bwrap (bubblewrap), or basic (no sandbox: only for code you would run yourself)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--runner", default=RUNNER, help=argparse.SUPPRESS)
-    parser.add_argument("--code", type=Path, help=argparse.SUPPRESS)  # a folder holding --runner (tests)
-    parser.add_argument("--preload", help=argparse.SUPPRESS)  # modules the sandbox server imports, comma-separated
+    parser.add_argument("--preload", help=argparse.SUPPRESS)  # modules the judge server imports, comma-separated
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
@@ -313,21 +294,32 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     return args
 
 
+def isolation_level(wanted: str) -> str:
+    """The box level to grade at; raises ``RuntimeError`` rather than grade without a sandbox unasked."""
+    strongest, why = box.strongest_level()
+    if wanted == "basic":
+        return "basic"
+    if strongest == "basic":
+        raise RuntimeError(f"no sandbox can be made here: {why}.\nInstall bubblewrap (Debian/Ubuntu: "
+                           "apt-get install bubblewrap), or pass --isolation basic to grade without one "
+                           "(the student's code can then read and write what you can: see docs/GRADING.md)")
+    return strongest
+
+
 _listed: Dict[str, Tuple[dict, ...]] = {}
 
 
-def make_setup(args: argparse.Namespace, code: Path) -> Setup:
-    """The run's settings; starts the sandbox server and finds the isolation level (call it from the main thread)."""
-    limits = sandbox.Limits(test_timeout_s=args.test_timeout, part_timeout_s=args.part_timeout,
-                            memory_mb=args.memory_mb,
-                            submission_timeout_s=args.submission_timeout or 3 * args.part_timeout + 120)
-    version = grader_version(code, limits, archives.Limits(), args.runner)
+def make_setup(args: argparse.Namespace) -> Setup:
+    """The run's settings; starts the judge server and finds the isolation level (call it from the main thread)."""
+    limits = box.Limits(test_timeout_s=args.test_timeout, memory_mb=args.memory_mb,
+                        submission_timeout_s=args.submission_timeout)
+    version = grader_version(limits, archives.Limits())
     if version not in _listed:
-        _listed[version] = list_tests(code, args.runner)
-    preload = sandbox.DEFAULT_PRELOAD if args.preload is None else tuple(m for m in args.preload.split(",") if m)
-    protect = tuple(p.resolve() for p in (REPO, args.out, args.submissions))
-    return Setup(code, _listed[version], version, limits, runner=args.runner,
-                 isolation=sandbox.isolation(args.isolation, preload), preload=preload, protect=protect)
+        _listed[version] = list_tests()
+    preload = judge.DEFAULT_PRELOAD if args.preload is None else tuple(m for m in args.preload.split(",") if m)
+    level = isolation_level(args.isolation)
+    judge.server(preload)
+    return Setup(_listed[version], version, limits, isolation=level, preload=preload)
 
 
 def main(argv: List[str]) -> int:
@@ -337,31 +329,29 @@ def main(argv: List[str]) -> int:
         (out / folder).mkdir(parents=True, exist_ok=True)
     _clean_temporaries(out)
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="grader-code-") as staged:
-        code = args.code.resolve() if args.code else stage_code(Path(staged))
-        try:
-            setup = make_setup(args, code)
-        except (RuntimeError, ValueError, subprocess.TimeoutExpired) as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-        found, ignored = find_submissions(args.submissions)
-        if args.only:
-            found = {sid: paths for sid, paths in found.items() if sid in set(map(safe_id, args.only))}
-        print(f"{len(found)} submissions in {args.submissions}, {len(ignored)} other files skipped; "
-              f"sandbox: {setup.isolation}; grader version {setup.version}", file=sys.stderr)
-        todo, skipped = {}, 0
-        for sid, paths in found.items():
-            if not args.force and already_graded(out, sid, submission_hash(paths), setup.version):
-                skipped += 1
-            else:
-                todo[sid] = paths
-        try:
-            failed = _grade_all(todo, setup, out, args.jobs, skipped, not args.no_progress)
-        except KeyboardInterrupt:
-            print("\ninterrupted: what was graded is saved; run the same command again to go on", file=sys.stderr)
-            return 130
-        finally:
-            sandbox.shutdown()
+    try:
+        setup = make_setup(args)
+    except (RuntimeError, ValueError, subprocess.TimeoutExpired) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    found, ignored = find_submissions(args.submissions)
+    if args.only:
+        found = {sid: paths for sid, paths in found.items() if sid in set(map(safe_id, args.only))}
+    print(f"{len(found)} submissions in {args.submissions}, {len(ignored)} other files skipped; "
+          f"isolation: {box.describe(setup.isolation)}; grader version {setup.version}", file=sys.stderr)
+    todo, skipped = {}, 0
+    for sid, paths in found.items():
+        if not args.force and already_graded(out, sid, submission_hash(paths), setup.version):
+            skipped += 1
+        else:
+            todo[sid] = paths
+    try:
+        failed = _grade_all(todo, setup, out, args.jobs, skipped, not args.no_progress)
+    except KeyboardInterrupt:
+        print("\ninterrupted: what was graded is saved; run the same command again to go on", file=sys.stderr)
+        return 130
+    finally:
+        judge.shutdown()
     write_grades(out)
     print(f"graded {len(todo)} submissions ({failed} not ok), {skipped} already graded, "
           f"in {time.monotonic() - started:.0f} s: {out / 'grades.csv'}")
@@ -369,7 +359,7 @@ def main(argv: List[str]) -> int:
 
 
 def _grade_all(todo: Dict[str, List[Path]], setup: Setup, out: Path, jobs: int, skipped: int, progress: bool) -> int:
-    """Grade ``todo`` with ``jobs`` threads (each drives a sandbox process); return how many were not ok."""
+    """Grade ``todo`` with ``jobs`` threads (each drives a judge process); return how many were not ok."""
     from tqdm import tqdm
     failed = done = 0
     bar = tqdm(total=len(todo) + skipped, initial=skipped, unit="student", desc="grading", disable=not progress,
@@ -389,7 +379,7 @@ def _grade_all(todo: Dict[str, List[Path]], setup: Setup, out: Path, jobs: int, 
                 bar.update()
         except KeyboardInterrupt:
             pool.shutdown(wait=False, cancel_futures=True)
-            sandbox.stop_all()
+            judge.stop_all()
             raise
     bar.close()
     return failed

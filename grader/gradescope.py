@@ -14,18 +14,18 @@ submission is graded exactly as ``python -m grader grade`` grades one student.
 import argparse
 import json
 import sys
-import tempfile
 import zipfile
 from importlib import metadata
 from pathlib import Path
 from typing import Dict, List
 
-from grader import grade, sandbox
+from grader import grade, judge
 from grader.files import write_atomic
 
 REPO = grade.REPO
-GRADER_MODULES = ("__init__.py", "__main__.py", "cli.py", "assign.py", "archives.py", "files.py", "sandbox.py", "grade.py",
-                  "gradescope.py")
+GRADER_MODULES = ("__init__.py", "__main__.py", "cli.py", "assign.py", "archives.py", "files.py", "box.py", "judge.py",
+                  "grade.py", "gradescope.py")
+GRADER_PACKAGES = ("suites", "worker")
 PINNED = ("torch", "numpy", "scipy", "scikit-learn", "tqdm", "pytest", "pytest-timeout")
 TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
 
@@ -33,7 +33,7 @@ SETUP_SH = """#!/usr/bin/env bash
 # Gradescope runs this once, as root, when it builds the autograder image.
 set -euo pipefail
 apt-get update -qq
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-pip python3-venv libarchive-tools
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-pip python3-venv libarchive-tools bubblewrap
 python3 -m venv /autograder/venv
 /autograder/venv/bin/pip install --no-cache-dir -r /autograder/source/requirements.txt
 """
@@ -46,7 +46,7 @@ ROOT="${AUTOGRADER_ROOT:-/autograder}"
 PYTHON="${AUTOGRADER_PYTHON:-$ROOT/venv/bin/python}"
 [ -x "$PYTHON" ] || PYTHON=python3
 cd "$ROOT/source"
-exec "$PYTHON" -m grader gradescope --run --root "$ROOT"
+exec "$PYTHON" -m grader gradescope --run --root "$ROOT" --isolation {isolation}
 """
 
 
@@ -60,27 +60,28 @@ def pinned_requirements() -> str:
     return "\n".join(lines) + "\n"
 
 
-def bundle_files(repo: Path = REPO) -> Dict[str, bytes]:
-    """Path in the bundle -> contents: scripts, requirements, grader package, suites, reference solutions."""
+def bundle_files(repo: Path = REPO, isolation: str = "auto") -> Dict[str, bytes]:
+    """Path in the bundle -> contents: scripts, requirements, grader package, suites, worker, reference solutions."""
     from grader.assign import source_files
-    files = {"setup.sh": SETUP_SH.encode(), "run_autograder": RUN_AUTOGRADER.encode(),
+    files = {"setup.sh": SETUP_SH.encode(), "run_autograder": RUN_AUTOGRADER.format(isolation=isolation).encode(),
              "requirements.txt": pinned_requirements().encode()}
     for name in GRADER_MODULES:
         files[f"grader/{name}"] = (repo / "grader" / name).read_bytes()
-    suites = repo / "grader" / "suites"
-    for path in sorted(suites.rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
-            files[f"grader/suites/{path.relative_to(suites).as_posix()}"] = path.read_bytes()
+    for package in GRADER_PACKAGES:
+        folder = repo / "grader" / package
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+                files[f"grader/{package}/{path.relative_to(folder).as_posix()}"] = path.read_bytes()
     for relative in source_files(repo / "solutions"):
         files[f"solutions/{relative.as_posix()}"] = (repo / "solutions" / relative).read_bytes()
     return files
 
 
-def build(out: Path, repo: Path = REPO) -> Path:
+def build(out: Path, repo: Path = REPO, isolation: str = "auto") -> Path:
     """Write the bundle to ``out`` (byte-identical for identical sources)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as bundle:
-        for name, data in sorted(bundle_files(repo).items()):
+        for name, data in sorted(bundle_files(repo, isolation).items()):
             info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
             executable = name in ("setup.sh", "run_autograder")
             info.external_attr = (0o100755 if executable else 0o100644) << 16
@@ -103,12 +104,13 @@ def run(root: Path, extra: List[str]) -> int:
     results = root / "results"
     results.mkdir(parents=True, exist_ok=True)
     args = grade.parse_args([str(root / "submission"), "--out", str(results), *extra])
-    with tempfile.TemporaryDirectory(prefix="grader-code-") as staged:
-        setup = grade.make_setup(args, grade.stage_code(Path(staged)))
-        try:
-            document = grade.grade_one(_student(root), [root / "submission"], setup)
-        finally:
-            sandbox.shutdown()
+    try:
+        setup = grade.make_setup(args)
+        document = grade.grade_one(_student(root), [root / "submission"], setup)
+    except RuntimeError as error:
+        document = {"score": 0.0, "output": f"The autograder could not run: {error}", "tests": []}
+    finally:
+        judge.shutdown()
     write_atomic(results / "results.json", json.dumps(document, indent=1, ensure_ascii=False) + "\n")
     print(document["output"])
     return 0
@@ -119,12 +121,15 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--out", type=Path, default=Path("autograder.zip"), help="bundle to write (autograder.zip)")
     parser.add_argument("--run", action="store_true", help="grade the submission in --root (inside Gradescope)")
     parser.add_argument("--root", type=Path, default=Path("/autograder"), help="Gradescope's folder (with --run)")
+    parser.add_argument("--isolation", choices=("auto", "bwrap", "basic"), default="auto",
+                        help="the box run_autograder grades in (basic: no sandbox, if bubblewrap cannot run in "
+                             "Gradescope's container; see docs/GRADING.md)")
     args, extra = parser.parse_known_args(argv)
     if args.run:
-        return run(args.root, extra)
+        return run(args.root, ["--isolation", args.isolation, *extra])
     if extra:
         parser.error(f"unrecognised arguments: {' '.join(extra)}")
-    path = build(args.out)
+    path = build(args.out, isolation=args.isolation)
     print(f"wrote {path} ({path.stat().st_size // 1024} KB): upload it as the autograder of a Gradescope "
           "programming assignment", file=sys.stderr)
     return 0

@@ -9,15 +9,14 @@ The tests that only encode come first: a broken decoder can crash the
 interpreter (scipy trusts the ``indptr`` it is given), which costs the
 tests after it.
 """
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 from scipy.sparse import csr_matrix
 
-from grader.suites.common import fail_if, small_alexnet, sparse_shared_array
+from grader.suites.common import fail_if, sparse_shared_array
 from grader.suites.student import shown, write_files
+from grader.worker.models import small_alexnet
 
 pytestmark = pytest.mark.part("huffman")
 

@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from grader.suites.common import ConvAndFc, fail_if
+from grader.suites.common import fail_if
 from grader.worker.models import CONV_SHAPE as SHAPE
+from grader.worker.models import ConvAndFc
 
 pytestmark = pytest.mark.part("quantize")
 

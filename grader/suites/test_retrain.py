@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from grader.suites.common import SGD, fail_if, prune_randomly, small_alexnet, snapshot, unchanged_problems
+from grader.suites.common import fail_if, prune_randomly, snapshot, unchanged_problems
+from grader.worker.models import SGD, small_alexnet
 
 pytestmark = pytest.mark.part("prune")
 
