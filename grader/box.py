@@ -132,6 +132,8 @@ class Cgroup:
                 folder.mkdir()
                 self.folders.append(folder)
             (memory / "memory.limit_in_bytes").write_text(str(memory_mb << 20))
+            if (memory / "memory.memsw.limit_in_bytes").exists():  # memory and swap together
+                (memory / "memory.memsw.limit_in_bytes").write_text(str(memory_mb << 20))
             (pids / "pids.max").write_text(str(processes))
 
     @classmethod

@@ -10,7 +10,6 @@ and the test judges the data against what it computed itself.
 A failure of the student's code (an import error, an exception, a crash,
 a hang) raises :class:`StudentCodeError` with the message for the student.
 """
-import math
 import time
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Tuple
@@ -163,9 +162,13 @@ class Student:
 
     @staticmethod
     def _parameters(data: Arrays, expected: Mapping[str, torch.Tensor]) -> Tensors:
-        """The returned parameters, each one present (a missing one is reported as all NaN)."""
+        """The returned parameters by name; an answer that lacks one of ``expected`` fails the test."""
         got = tensors(data)
-        return {name: got.get(name, torch.full(tuple(p.shape), math.nan)) for name, p in expected.items()}
+        missing = [name for name in expected if name not in got]
+        if missing:
+            raise StudentCodeError(f"the answer from your code's box lacks {', '.join(missing[:4])}: "
+                                   "it was not produced by the grader's worker")
+        return {name: got[name] for name in expected}
 
 
 def shown(value) -> str:

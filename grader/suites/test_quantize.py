@@ -33,6 +33,8 @@ def sharing_problems(before: np.ndarray, after: np.ndarray, bits: int):
     """Problems every correct sharing avoids: a changed shape, or more than 2**bits distinct non-zero values."""
     if after.shape != before.shape:
         return [f"{label(bits)}: the weight's shape changed to {after.shape}"]
+    if not np.isfinite(after).all():
+        return [f"{label(bits)}: {int((~np.isfinite(after)).sum())} weights are not finite numbers (NaN or inf)"]
     distinct = np.unique(after[after != 0]).size
     if np.array_equal(after, before):
         return [f"{label(bits)}: the weights did not change at all"]
