@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from grader import seccomp
 from grader.worker import protocol
 
 LEVELS = ("bwrap", "basic")
@@ -77,13 +78,18 @@ def bwrap_problem() -> str:
     with tempfile.TemporaryDirectory(prefix="box-probe-") as folder:
         Path(folder, "student").mkdir()
         _prepare(Path(folder))
-        command, staged = _bwrap_command(Path(folder), Limits(), -1, cgroup=False)
+        seccomp_fd = _seccomp_fd(Path(folder))
+        command, staged = _bwrap_command(Path(folder), Limits(), -1, cgroup=False, seccomp_fd=seccomp_fd)
         command = command[:command.index("-m")] + ["-c", "import grader.worker.protocol"]
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=60,
+                                  pass_fds=[] if seccomp_fd is None else [seccomp_fd],
                                   preexec_fn=lambda: _become_box(staged, None))
         except (OSError, subprocess.TimeoutExpired, subprocess.SubprocessError) as error:
             return f"bubblewrap did not start ({error})"
+        finally:
+            if seccomp_fd is not None:
+                os.close(seccomp_fd)
     if done.returncode != 0:
         return f"bubblewrap could not make a sandbox here: {done.stderr.strip()[-300:]}"
     return ""
@@ -105,7 +111,8 @@ def describe(level: str) -> str:
         return "basic (no sandbox: per-process limits only)"
     who = f"uid {NOBODY}" if os.geteuid() == 0 else f"uid {os.geteuid()}"
     limits = "cgroup memory and pids" if Cgroup.available() else "per-process memory limits"
-    return f"bwrap (namespaces, minimal read-only root, no network, {limits}, {who})"
+    syscalls = ", seccomp filter" if seccomp.program() is not None else ""
+    return f"bwrap (namespaces, minimal read-only root, no network{syscalls}, {limits}, {who})"
 
 
 # --------------------------------------------------------------------------- cgroups
@@ -244,7 +251,8 @@ def _python_paths() -> List[Path]:
     return sorted(p for p in folders if not any(p != q and p.is_relative_to(q) for q in folders))
 
 
-def _bwrap_command(root: Path, limits: Limits, channel: int, cgroup: bool) -> Tuple[List[str], Dict[Path, Path]]:
+def _bwrap_command(root: Path, limits: Limits, channel: int, cgroup: bool,
+                   seccomp_fd: Optional[int] = None) -> Tuple[List[str], Dict[Path, Path]]:
     """The bwrap command line for a box over ``root`` (``code/``, ``student/``), and the host folders it needs.
 
     The folders (the Python installation...) are bound at ``root/mnt/<n>`` by
@@ -269,8 +277,19 @@ def _bwrap_command(root: Path, limits: Limits, channel: int, cgroup: bool) -> Tu
                 "--chdir", "/tmp"]
     for name, value in _environment(limits, "/box", cgroup, True).items():
         command += ["--setenv", name, value]
+    if seccomp_fd is not None:
+        command += ["--seccomp", str(seccomp_fd)]
     command += ["--", sys.executable, *PYTHON_FLAGS, "-m", "grader.worker.serve", str(channel)]
     return command, staged
+
+
+def _seccomp_fd(root: Path) -> Optional[int]:
+    """A file descriptor holding the box's seccomp filter (bwrap reads it), or None where there is none."""
+    filter_program = seccomp.program()
+    if filter_program is None:
+        return None
+    (root / "seccomp.bpf").write_bytes(filter_program)
+    return os.open(root / "seccomp.bpf", os.O_RDONLY)
 
 
 def _bind_staged(staged: Dict[Path, Path]) -> None:
@@ -337,8 +356,9 @@ class Box:
         try:
             if cgroup:
                 self.cgroup = Cgroup(self.limits.memory_mb + PRELOADED_MB, self.limits.processes)
+            seccomp_fd = _seccomp_fd(self.root) if self.level == "bwrap" else None
             if self.level == "bwrap":
-                command, staged = _bwrap_command(self.root, self.limits, theirs.fileno(), cgroup)
+                command, staged = _bwrap_command(self.root, self.limits, theirs.fileno(), cgroup, seccomp_fd)
                 env = None
             else:
                 staged = None
@@ -346,11 +366,14 @@ class Box:
                 env = _environment(self.limits, str(self.root), False, False)
                 (self.root / "tmp").mkdir(exist_ok=True)
                 env.update(HOME=str(self.root / "tmp"), TMPDIR=str(self.root / "tmp"))
-            self.process = subprocess.Popen(command, pass_fds=[theirs.fileno()], env=env,
+            inherited = [theirs.fileno()] + ([] if seccomp_fd is None else [seccomp_fd])
+            self.process = subprocess.Popen(command, pass_fds=inherited, env=env,
                                             cwd=self.root / "tmp" if env else "/", stdin=subprocess.DEVNULL,
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                             start_new_session=True,
                                             preexec_fn=lambda: _become_box(staged, self.cgroup))
+            if seccomp_fd is not None:
+                os.close(seccomp_fd)
         finally:
             theirs.close()
         self.channel = ours

@@ -207,7 +207,6 @@ for _d in ("/", "/tmp", "/box", "{classdir}", "{out}", "{repo}"):
     except OSError as _e:
         print(_d, _e)
 print(dict(os.environ))
-raise RuntimeError("show what I printed")
 """),
     "ptrace_and_proc_mem": (ALL, """
 import ctypes, os
@@ -399,7 +398,7 @@ def test_nothing_outside_the_boxes_was_touched(graded):
 def test_feedback_shows_nothing_of_the_host(graded):
     out = graded["out"]
     text = (out / "feedback" / "exfiltrate_into_feedback.md").read_text()
-    assert "show what I printed" in text  # the student does see what their own code printed
+    assert "/etc/shadow [Errno 2]" in text  # the student does see what their own code printed: their box
     assert SECRET not in text and "def pruning_problems" not in text
     assert "alice" not in text and "grades.csv" not in text
     shadow = Path("/etc/shadow")
