@@ -117,9 +117,21 @@ _running: Dict[int, int] = {}
 _stopping = threading.Event()
 
 
+def sweep_stale_jobs() -> None:
+    """Remove the job folders of grading runs that were killed (their process is gone)."""
+    for folder in Path(tempfile.gettempdir()).glob("grader-job-*-*"):
+        try:
+            os.kill(int(folder.name.split("-")[2]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (ValueError, PermissionError):
+            pass
+
+
 def server(preload: Sequence[str] = DEFAULT_PRELOAD) -> Server:
     """The server for ``preload``, started on first use (from the main thread: it dies with its thread)."""
     key = tuple(preload)
+    sweep_stale_jobs()
     with _servers_lock:
         if key not in _servers or not _servers[key].alive():
             _servers[key] = Server(key)
@@ -145,7 +157,7 @@ def run(submission: Path, limits: Limits, level: str, preload: Sequence[str] = D
     """The scored tests of every part for the submission folder; raises ``JudgeFailure``."""
     if _stopping.is_set():
         raise JudgeFailure("grading was stopped")
-    job = Path(tempfile.mkdtemp(prefix="grader-job-"))
+    job = Path(tempfile.mkdtemp(prefix=f"grader-job-{os.getpid()}-"))
     job.chmod(0o711)  # the box's folders inside are reached by nobody (grader/box.py)
     try:
         (job / "job.json").write_text(json.dumps({"submission": str(submission), "limits": asdict(limits),
