@@ -404,6 +404,14 @@ class Box:
             self.channel = None
 
     def close(self) -> None:
+        """End the box: hang up (the worker leaves, so its CPU time is counted), then kill what is left."""
+        if self.process is not None and self.channel is not None:
+            self.channel.close()
+            self.channel = None
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
         self.stop()
         shutil.rmtree(self.root, ignore_errors=True)
 

@@ -10,6 +10,7 @@ import json
 import os
 import socket
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -233,3 +234,15 @@ def test_a_box_leaves_no_folder_behind(tmp_path):
         root = opened.root
         ask_constant(opened)
     assert not root.exists()
+
+
+def test_an_array_announcing_more_than_it_holds_is_refused_before_allocation():
+    npy = io.BytesIO()
+    np.lib.format.write_array_header_1_0(npy, {"descr": "<f8", "fortran_order": False, "shape": (10 ** 10,)})
+    npy.write(bytes(32))
+    body = io.BytesIO()
+    with zipfile.ZipFile(body, "w") as archive:
+        archive.writestr("huge.npy", npy.getvalue())
+    frame = protocol.MAGIC + (2).to_bytes(4, "big") + b"{}" + len(body.getvalue()).to_bytes(8, "big") + body.getvalue()
+    with pytest.raises(protocol.ProtocolError, match="announces more data than it holds"):
+        protocol.decode(frame)

@@ -238,7 +238,7 @@ def answer(request: dict, arrays: Arrays) -> Answer:
     try:
         operation = OPERATIONS[request.get("op")]
     except (KeyError, TypeError):
-        return {"error": f"unknown request {request.get('op')!r}", "grader_fault": True}, {}
+        return {"error": f"unknown request {request.get('op')!r}"}, {}
     try:
         return operation(request, arrays)
     except StudentError as error:

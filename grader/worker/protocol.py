@@ -98,17 +98,30 @@ def parse_arrays(body: bytes, max_body: int = MAX_BODY) -> Arrays:
         for member in members:
             if not member.filename.endswith(".npy"):
                 raise ProtocolError(f"the answer holds a member {member.filename!r} that is not an array")
+            name = member.filename[:-4]
             with archive.open(member) as stream:
-                array = np.lib.format.read_array(stream, allow_pickle=False)
-            if array.dtype.kind not in ALLOWED_KINDS:
-                raise ProtocolError(f"the array {member.filename[:-4]!r} has dtype {array.dtype}, "
-                                    "only numbers are accepted")
-            arrays[member.filename[:-4]] = array
+                shape, dtype = _array_header(stream)
+                if dtype.kind not in ALLOWED_KINDS:
+                    raise ProtocolError(f"the array {name!r} has dtype {dtype}, only numbers are accepted")
+                if int(np.prod(shape, dtype=np.float64)) * dtype.itemsize > member.file_size:
+                    raise ProtocolError(f"the array {name!r} announces more data than it holds")
+            with archive.open(member) as stream:
+                arrays[name] = np.lib.format.read_array(stream, allow_pickle=False)
         return arrays
     except ProtocolError:
         raise
     except Exception as error:  # noqa: BLE001 - whatever a hostile archive makes zipfile or numpy raise
         raise ProtocolError(f"the answer's data is not a valid array archive ({type(error).__name__})") from None
+
+
+def _array_header(stream) -> Tuple[tuple, np.dtype]:
+    """The shape and dtype an .npy member announces, read before any of its data."""
+    version = np.lib.format.read_magic(stream)
+    read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    if version not in read_header:
+        raise ProtocolError(f"an array of .npy version {version} is not accepted")
+    shape, _, dtype = read_header[version](stream)
+    return shape, dtype
 
 
 def read_frame(fd: int, deadline: Optional[float] = None, max_body: int = MAX_BODY) -> bytes:
