@@ -26,6 +26,7 @@ Nothing here imports torch: the judge's fork server imports this module.
 import ctypes
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -47,6 +48,8 @@ START_TIMEOUT = 120.0
 PRELOADED_MB = 1024
 """Memory the worker's preloaded libraries take, added to ``Limits.memory_mb`` for the whole box's cgroup."""
 WORKER_FILES = ("__init__.py", "models.py", "ops.py", "protocol.py", "serve.py")
+NAMESPACE_NAMES = ("mnt", "ipc", "uts", "net", "pid", "user")
+"""The box's namespaces a cell joins, in ``grader/worker/cell.py``'s order."""
 PYTHON_FLAGS = ("-B", "-s")
 CLONE_NEWNS, MS_BIND, MS_REC, MS_PRIVATE = 0x20000, 4096, 16384, 1 << 18
 
@@ -72,26 +75,16 @@ class BoxFailure(Exception):
 
 
 def bwrap_problem() -> str:
-    """Why bubblewrap cannot be used here, or ``""`` when a trial box runs."""
+    """Why a ``bwrap`` box cannot be made here, or ``""`` when a trial box starts and answers."""
     if not shutil.which("bwrap"):
         return "bubblewrap is not installed (Debian/Ubuntu: apt-get install bubblewrap)"
     with tempfile.TemporaryDirectory(prefix="box-probe-") as folder:
         Path(folder, "student").mkdir()
-        _prepare(Path(folder))
-        seccomp_fd = _seccomp_fd(Path(folder))
-        command, staged = _bwrap_command(Path(folder), Limits(), -1, cgroup=False, seccomp_fd=seccomp_fd)
-        command = command[:command.index("-m")] + ["-c", "import grader.worker.protocol"]
         try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=60,
-                                  pass_fds=[] if seccomp_fd is None else [seccomp_fd],
-                                  preexec_fn=lambda: _become_box(staged, None))
-        except (OSError, subprocess.TimeoutExpired, subprocess.SubprocessError) as error:
-            return f"bubblewrap did not start ({error})"
-        finally:
-            if seccomp_fd is not None:
-                os.close(seccomp_fd)
-    if done.returncode != 0:
-        return f"bubblewrap could not make a sandbox here: {done.stderr.strip()[-300:]}"
+            with Box(Path(folder, "student"), Limits(), "bwrap") as trial:
+                trial.start()
+        except (BoxFailure, OSError, subprocess.SubprocessError) as error:
+            return f"bubblewrap could not make a box here ({error})"
     return ""
 
 
@@ -178,8 +171,11 @@ class Cgroup:
 
     def enter(self) -> None:
         """Move the calling process into the cgroup (run in the box's first process, before exec)."""
+        self.add(os.getpid())
+
+    def add(self, pid: int) -> None:
         for folder in self.folders:
-            (folder / "cgroup.procs").write_text(str(os.getpid()))
+            (folder / "cgroup.procs").write_text(str(pid))
 
     def close(self) -> None:
         """Kill everything left in the cgroup and remove it."""
@@ -251,9 +247,25 @@ def _python_paths() -> List[Path]:
     return sorted(p for p in folders if not any(p != q and p.is_relative_to(q) for q in folders))
 
 
-def _bwrap_command(root: Path, limits: Limits, channel: int, cgroup: bool,
-                   seccomp_fd: Optional[int] = None) -> Tuple[List[str], Dict[Path, Path]]:
+HOLDER = """
+import os, select
+os.write(1, b"up")
+os.close(1)
+while True:
+    try:
+        os.waitpid(-1, 0 if not select.select([0], [], [], 0)[0] else os.WNOHANG)
+    except ChildProcessError:
+        if not os.read(0, 1):
+            break
+"""
+"""The box's PID 1: says it is up (the box is then complete), reaps what is left to it, and ends, the box with it,
+when the judge closes its stdin."""
+
+
+def _bwrap_command(root: Path, limits: Limits, info_fd: int, seccomp_fd: Optional[int]) -> Tuple[List[str], Dict[Path, Path]]:
     """The bwrap command line for a box over ``root`` (``code/``, ``student/``), and the host folders it needs.
+
+    Its only process is ``HOLDER``, as PID 1; the worker joins it (``grader/worker/cell.py``).
 
     The folders (the Python installation...) are bound at ``root/mnt/<n>`` by
     ``_enter`` first: a folder ``nobody`` cannot reach (a pyenv under
@@ -275,11 +287,9 @@ def _bwrap_command(root: Path, limits: Limits, channel: int, cgroup: bool,
     command += ["--proc", "/proc", "--dev", "/dev", "--size", str(limits.disk_mb << 20), "--tmpfs", "/tmp",
                 "--ro-bind", str(root / "code"), "/box/code", "--ro-bind", str(root / "student"), "/box/student",
                 "--chdir", "/tmp"]
-    for name, value in _environment(limits, "/box", cgroup, True).items():
-        command += ["--setenv", name, value]
     if seccomp_fd is not None:
         command += ["--seccomp", str(seccomp_fd)]
-    command += ["--", sys.executable, *PYTHON_FLAGS, "-m", "grader.worker.serve", str(channel)]
+    command += ["--as-pid-1", "--info-fd", str(info_fd), "--", sys.executable, "-S", "-B", "-c", HOLDER]
     return command, staged
 
 
@@ -290,6 +300,80 @@ def _seccomp_fd(root: Path) -> Optional[int]:
         return None
     (root / "seccomp.bpf").write_bytes(filter_program)
     return os.open(root / "seccomp.bpf", os.O_RDONLY)
+
+
+class Zygote:
+    """The process that has imported torch once and forks a worker into each box (``grader/worker/cell.py``).
+
+    It runs no student code; each cell it forks joins a box's namespaces and
+    gives up every privilege before the first request. Forked processes (the
+    judges) share it: each order is one datagram, each answer has its own pipe.
+    """
+
+    def __init__(self) -> None:
+        self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        environment = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1",
+                       "PYTHONPATH": str(Path(__file__).resolve().parent.parent), "OMP_NUM_THREADS": "1",
+                       "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+        self.process = subprocess.Popen([sys.executable, *PYTHON_FLAGS, "-m", "grader.worker.cell",
+                                         str(theirs.fileno())], pass_fds=[theirs.fileno()], env=environment,
+                                        cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL, start_new_session=True)
+        theirs.close()
+        self.ready = False
+
+    def wait_ready(self) -> None:
+        """Wait until it has imported everything (it starts in the background: the caller can work meanwhile)."""
+        if self.ready:
+            return
+        self.control.settimeout(START_TIMEOUT)
+        try:
+            self.ready = self.control.recv(16) == b"ready"
+        except OSError:
+            pass
+        self.control.settimeout(None)
+        if not self.ready:
+            raise BoxFailure("the worker's zygote did not start")
+
+    def order(self, order: dict, fds: List[int]) -> None:
+        self.wait_ready()
+        socket.send_fds(self.control, [json.dumps(order).encode()], fds)
+
+    def alive(self) -> bool:
+        """Whether it still runs (asked with a signal: in a forked judge it is not a child to poll)."""
+        try:
+            os.kill(self.process.pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+
+    def close(self) -> None:
+        self.control.close()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+_zygotes: Dict[int, Zygote] = {}
+
+
+def zygote() -> Zygote:
+    """This process's zygote (a forked judge uses the one its server started), started on first use."""
+    owner = os.getpid()
+    for pid, running in list(_zygotes.items()):
+        if running.alive():
+            return running
+        del _zygotes[pid]
+    _zygotes[owner] = Zygote()
+    return _zygotes[owner]
+
+
+def close_zygotes() -> None:
+    for running in _zygotes.values():
+        running.close()
+    _zygotes.clear()
 
 
 def _bind_staged(staged: Dict[Path, Path]) -> None:
@@ -338,7 +422,7 @@ class Box:
     def request(self, header: dict, arrays: Optional[protocol.Arrays], deadline: float) -> Tuple[dict, protocol.Arrays]:
         """Send one request and return the worker's answer; raise ``BoxFailure`` if there is none by ``deadline``."""
         if self.process is None:
-            self._start()
+            self.start()
         try:
             protocol.write_all(self.channel.fileno(), protocol.encode(header, arrays))
             return protocol.decode(protocol.read_frame(self.channel.fileno(), deadline))
@@ -349,45 +433,78 @@ class Box:
             self.stop()
             raise BoxFailure(f"the box's worker stopped answering ({error})") from None
 
-    def _start(self) -> None:
+    def start(self) -> None:
+        """Start the box and its worker; raise ``BoxFailure`` if it does not say it is ready."""
         self.starts += 1
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        cgroup = self.level == "bwrap" and Cgroup.available()
-        try:
-            if cgroup:
-                self.cgroup = Cgroup(self.limits.memory_mb + PRELOADED_MB, self.limits.processes)
-            seccomp_fd = _seccomp_fd(self.root) if self.level == "bwrap" else None
-            if self.level == "bwrap":
-                command, staged = _bwrap_command(self.root, self.limits, theirs.fileno(), cgroup, seccomp_fd)
-                env = None
-            else:
-                staged = None
-                command = [sys.executable, *PYTHON_FLAGS, "-m", "grader.worker.serve", str(theirs.fileno())]
-                env = _environment(self.limits, str(self.root), False, False)
-                (self.root / "tmp").mkdir(exist_ok=True)
-                env.update(HOME=str(self.root / "tmp"), TMPDIR=str(self.root / "tmp"))
-            inherited = [theirs.fileno()] + ([] if seccomp_fd is None else [seccomp_fd])
-            self.process = subprocess.Popen(command, pass_fds=inherited, env=env,
-                                            cwd=self.root / "tmp" if env else "/", stdin=subprocess.DEVNULL,
-                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                            start_new_session=True,
-                                            preexec_fn=lambda: _become_box(staged, self.cgroup))
-            if seccomp_fd is not None:
-                os.close(seccomp_fd)
-        finally:
-            theirs.close()
         self.channel = ours
         try:
+            try:
+                if self.level == "bwrap":
+                    self._start_bwrap(theirs)
+                else:
+                    self._start_basic(theirs)
+            finally:
+                theirs.close()
             header, _ = protocol.decode(protocol.read_frame(ours.fileno(), time.monotonic() + START_TIMEOUT))
-        except (protocol.ProtocolError, OSError) as error:
+            if not header.get("ready"):
+                raise protocol.ProtocolError(str(header.get("error", "its worker did not say it was ready")))
+        except (protocol.ProtocolError, OSError, ValueError) as error:
             self.stop()
             raise BoxFailure(f"the box could not be started ({error})") from None
-        if not header.get("ready"):
-            self.stop()
-            raise BoxFailure("the box could not be started (its worker did not say it was ready)")
+
+    def _start_basic(self, theirs: socket.socket) -> None:
+        env = _environment(self.limits, str(self.root), False, False)
+        (self.root / "tmp").mkdir(exist_ok=True)
+        env.update(HOME=str(self.root / "tmp"), TMPDIR=str(self.root / "tmp"))
+        self.process = subprocess.Popen([sys.executable, *PYTHON_FLAGS, "-m", "grader.worker.serve",
+                                         str(theirs.fileno())], pass_fds=[theirs.fileno()], env=env,
+                                        cwd=self.root / "tmp", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def _start_bwrap(self, theirs: socket.socket) -> None:
+        """bubblewrap makes the box around a waiting PID 1; a cell of the zygote joins it and serves."""
+        cgroup = Cgroup.available()
+        if cgroup:
+            self.cgroup = Cgroup(self.limits.memory_mb + PRELOADED_MB, self.limits.processes)
+        info_read, info_write = os.pipe()
+        seccomp_fd = _seccomp_fd(self.root)
+        command, staged = _bwrap_command(self.root, self.limits, info_write, seccomp_fd)
+        try:
+            self.process = subprocess.Popen(command, pass_fds=[info_write] + ([seccomp_fd] if seccomp_fd else []),
+                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                            stderr=subprocess.DEVNULL, start_new_session=True,
+                                            preexec_fn=lambda: _become_box(staged, self.cgroup))
+        finally:
+            os.close(info_write)
+            if seccomp_fd is not None:
+                os.close(seccomp_fd)
+        with os.fdopen(info_read, "rb") as info:
+            holder = int(json.loads(info.read() or b"{}").get("child-pid", 0))
+        # bwrap reports the PID before the box is complete; its PID 1 speaks once everything is in place.
+        up = select.select([self.process.stdout], [], [], START_TIMEOUT)[0]
+        if not holder or not up or self.process.stdout.read(2) != b"up":
+            raise OSError("bubblewrap did not start the box")
+        namespaces = [os.open(f"/proc/{holder}/ns/{name}", os.O_RDONLY) for name in NAMESPACE_NAMES]
+        reply_read, reply_write = os.pipe()
+        order = {"environment": _environment(self.limits, "/box", cgroup, True),
+                 "seccomp": (seccomp.program() or b"").hex()}
+        try:
+            zygote().order(order, [theirs.fileno(), reply_write, *namespaces])
+        finally:
+            for fd in (reply_write, *namespaces):
+                os.close(fd)
+        with os.fdopen(reply_read, "rb") as reply:
+            ready = select.select([reply], [], [], START_TIMEOUT)[0]
+            worker = int(reply.readline() or 0) if ready else 0
+        if not worker:
+            raise OSError("the worker could not join the box")
+        if self.cgroup is not None:
+            self.cgroup.add(worker)
+        self.channel.sendall(b"go")
 
     def stop(self) -> None:
-        """Kill the worker and everything it started."""
+        """Kill the box (its PID 1 first: the kernel then kills everything in it) and its cgroup."""
         if self.process is not None:
             try:
                 os.killpg(self.process.pid, signal.SIGKILL)
@@ -404,10 +521,12 @@ class Box:
             self.channel = None
 
     def close(self) -> None:
-        """End the box: hang up (the worker leaves, so its CPU time is counted), then kill what is left."""
+        """End the box: hang up, let its PID 1 reap the worker and leave (so their CPU is counted), kill the rest."""
         if self.process is not None and self.channel is not None:
             self.channel.close()
             self.channel = None
+            if self.process.stdin is not None:
+                self.process.stdin.close()
             try:
                 self.process.wait(timeout=5)
             except subprocess.TimeoutExpired:

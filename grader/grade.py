@@ -294,9 +294,9 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     return args
 
 
-def isolation_level(wanted: str) -> str:
-    """The box level to grade at; raises ``RuntimeError`` rather than grade without a sandbox unasked."""
-    strongest, why = box.strongest_level()
+def isolation_level(wanted: str, strongest: str, why: str) -> str:
+    """The box level to grade at, given the strongest one here; raises ``RuntimeError`` rather than grade
+    without a sandbox unasked."""
     if wanted == "basic":
         return "basic"
     if strongest == "basic":
@@ -317,8 +317,8 @@ def make_setup(args: argparse.Namespace) -> Setup:
     if version not in _listed:
         _listed[version] = list_tests()
     preload = judge.DEFAULT_PRELOAD if args.preload is None else tuple(m for m in args.preload.split(",") if m)
-    level = isolation_level(args.isolation)
-    judge.server(preload)
+    server = judge.server(preload)
+    level = isolation_level(args.isolation, server.level, server.why_not_bwrap)
     return Setup(_listed[version], version, limits, isolation=level, preload=preload)
 
 

@@ -35,6 +35,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
+from grader import box
 from grader.box import Cgroup, Limits
 
 DEFAULT_PRELOAD = ("numpy", "torch", "scipy.sparse", "sklearn.cluster", "pytest", "pytest_timeout",
@@ -70,14 +71,16 @@ class Server:
         self.lock = threading.Lock()
         self.channel.settimeout(600)
         try:
-            ready = self.channel.recv(64)
-        except OSError:
-            ready = b""
+            ready = json.loads(self.channel.recv(4096) or b"{}")
+        except (OSError, ValueError):
+            ready = {}
         self.channel.settimeout(None)
-        if ready != b"ready":
+        if "level" not in ready:
             tail = self.error_tail()
             self.close()
             raise RuntimeError(f"the judge server did not start: {tail}")
+        self.level, self.why_not_bwrap = ready["level"], ready["why"]
+        """The strongest box the server can make (``box.strongest_level``), and why not bwrap if not."""
 
     def error_tail(self) -> str:
         self.errors.seek(0)
@@ -250,11 +253,14 @@ def _reap(*_) -> None:
 
 def serve(channel_fd: int, preload: Sequence[str]) -> None:
     """The server: preload, then fork a judge for every job received; when the host hangs up, wait and leave."""
+    if shutil.which("bwrap"):
+        box.zygote()  # it imports torch in parallel with the imports below
     for module in preload:
         importlib.import_module(module)
+    level, why = box.strongest_level()  # a trial box: it starts the zygote that every judge forked below shares
     signal.signal(signal.SIGCHLD, _reap)
     channel = socket.socket(fileno=channel_fd)
-    channel.send(b"ready")
+    channel.send(json.dumps({"level": level, "why": why}).encode())
     while True:
         try:
             message, fds, _, _ = socket.recv_fds(channel, 4096, 1)
@@ -268,6 +274,7 @@ def serve(channel_fd: int, preload: Sequence[str]) -> None:
             _judge(Path(os.fsdecode(message)), fds[0])
         os.close(fds[0])
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    box.close_zygotes()
     while True:
         try:
             os.wait()

@@ -228,19 +228,24 @@ def handle(frame: bytes, limits: dict) -> bytes:
     return protocol.encode({**answer, "ended": how}, answer_arrays)
 
 
-def main(argv: List[str]) -> int:
-    channel = int(argv[0])
-    limits = json.loads(os.environ["GRADER_LIMITS"])
-    prctl(PR_SET_DUMPABLE, 0)  # the requests' processes cannot read this one's memory
-    if not limits["pid_namespace"]:
-        prctl(PR_SET_CHILD_SUBREAPER, 1)
+def preload() -> None:
+    """Import what every request needs, once, in the process that forks them."""
     import importlib
     for module in PRELOAD:
         importlib.import_module(module)
     import torch
     torch.set_num_threads(1)
+    importlib.import_module("grader.worker.ops")
+
+
+def serve(channel: int, limits: dict, student: str) -> int:
+    """Say ready, then answer requests until the judge hangs up."""
     from grader.worker import ops
+    ops.STUDENT = Path(student)
     ops.student_path()
+    prctl(PR_SET_DUMPABLE, 0)  # the requests' processes cannot read this one's memory
+    if not limits["pid_namespace"]:
+        prctl(PR_SET_CHILD_SUBREAPER, 1)
     protocol.write_all(channel, protocol.encode({"ready": True}))
     while True:
         try:
@@ -248,6 +253,11 @@ def main(argv: List[str]) -> int:
         except protocol.ProtocolError:
             return 0
         protocol.write_all(channel, handle(frame, limits))
+
+
+def main(argv: List[str]) -> int:
+    preload()
+    return serve(int(argv[0]), json.loads(os.environ["GRADER_LIMITS"]), os.environ["GRADER_STUDENT_DIR"])
 
 
 if __name__ == "__main__":
