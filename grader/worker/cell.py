@@ -32,10 +32,11 @@ from typing import List
 from grader.worker import protocol, serve
 
 NAMESPACES = ("mnt", "ipc", "uts", "net", "pid", "user")
-"""The order matters: bubblewrap's other namespaces belong to an outer user namespace of its own, which this
-process (root, or the box's owner) has rights over; once in the box's user namespace it would have none."""
+"""The order matters: bubblewrap's other namespaces belong to an outer user namespace of its own (joined first,
+see ``join``); once in the box's user namespace this process has no rights over them."""
 PR_SET_NO_NEW_PRIVS, PR_CAPBSET_DROP, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 24, 22, 2
 CAPABILITY_VERSION_3 = 0x20080522
+NS_GET_PARENT = 0xB702
 
 
 class _CapHeader(ctypes.Structure):
@@ -61,8 +62,18 @@ def _check(result: int, what: str) -> None:
 
 
 def join(namespace_fds: List[int]) -> None:
-    """Join the box's namespaces, given as open ``/proc/PID/ns/*`` files in the order of ``NAMESPACES``."""
+    """Join the box's namespaces, given as open ``/proc/PID/ns/*`` files in the order of ``NAMESPACES``.
+
+    First the user namespace bubblewrap made around the others (the parent
+    of the box's own): there this process has the rights to join them, also
+    when it is not root.
+    """
     libc = _libc()
+    outer = libc.ioctl(namespace_fds[-1], NS_GET_PARENT)
+    if outer >= 0:
+        if os.fstat(outer).st_ino != os.stat("/proc/self/ns/user").st_ino:
+            _check(libc.setns(outer, 0), "setns the box's outer user namespace")
+        os.close(outer)
     for name, fd in zip(NAMESPACES, namespace_fds):
         _check(libc.setns(fd, 0), f"setns {name}")
         os.close(fd)
