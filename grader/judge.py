@@ -37,6 +37,7 @@ from typing import Dict, List, Sequence, Tuple
 
 from grader import box
 from grader.box import Cgroup, Limits
+from grader.worker.serve import reap
 
 DEFAULT_PRELOAD = ("numpy", "torch", "scipy.sparse", "sklearn.cluster", "pytest", "pytest_timeout",
                    "grader.suites.runner", "grader.suites.common", "grader.suites.student")
@@ -243,14 +244,6 @@ def _judge(job_file: Path, report: int) -> None:
     os._exit(0)
 
 
-def _reap(*_) -> None:
-    try:
-        while os.waitpid(-1, os.WNOHANG)[0]:
-            pass
-    except ChildProcessError:
-        pass
-
-
 def serve(channel_fd: int, preload: Sequence[str]) -> None:
     """The server: preload, then fork a judge for every job received; when the host hangs up, wait and leave."""
     if shutil.which("bwrap"):
@@ -258,7 +251,7 @@ def serve(channel_fd: int, preload: Sequence[str]) -> None:
     for module in preload:
         importlib.import_module(module)
     level, why = box.strongest_level()  # a trial box: it starts the zygote that every judge forked below shares
-    signal.signal(signal.SIGCHLD, _reap)
+    signal.signal(signal.SIGCHLD, reap)
     channel = socket.socket(fileno=channel_fd)
     channel.send(json.dumps({"level": level, "why": why}).encode())
     while True:

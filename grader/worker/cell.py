@@ -133,20 +133,12 @@ def cell(channel: int, reply: int, namespace_fds: List[int], order: dict) -> Non
     os._exit(1)
 
 
-def reap(*_) -> None:
-    try:
-        while os.waitpid(-1, os.WNOHANG)[0]:
-            pass
-    except ChildProcessError:
-        pass
-
-
 def main(argv: List[str]) -> int:
     """The zygote: preload, then fork a cell for every order received on the control socket."""
     control = socket.socket(fileno=int(argv[0]))
     serve.preload()
     serve.prctl(serve.PR_SET_CHILD_SUBREAPER, 1)  # the cells come back to this process, which reaps them at once
-    signal.signal(signal.SIGCHLD, reap)
+    signal.signal(signal.SIGCHLD, serve.reap)
     control.send(b"ready")
     while True:
         try:

@@ -184,6 +184,15 @@ def parent_of(stat: Path) -> int:
         return -1
 
 
+def reap(*_) -> None:
+    """Collect every child that has ended (a SIGCHLD handler)."""
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        pass
+
+
 def ended(status: int) -> str:
     """How the request's process ended, in words; empty when it exited normally."""
     if status == -1:
