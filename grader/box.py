@@ -289,7 +289,8 @@ def _bwrap_command(root: Path, limits: Limits, info_fd: int, seccomp_fd: Optiona
                 "--chdir", "/tmp"]
     if seccomp_fd is not None:
         command += ["--seccomp", str(seccomp_fd)]
-    command += ["--as-pid-1", "--info-fd", str(info_fd), "--", sys.executable, "-S", "-B", "-c", HOLDER]
+    command += ["--as-pid-1", "--info-fd", str(info_fd), "--", os.path.realpath(sys.executable), "-S", "-B", "-c",
+                HOLDER]
     return command, staged
 
 

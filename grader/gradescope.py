@@ -24,7 +24,7 @@ from grader.files import write_atomic
 
 REPO = grade.REPO
 GRADER_MODULES = ("__init__.py", "__main__.py", "cli.py", "assign.py", "archives.py", "files.py", "box.py", "judge.py",
-                  "grade.py", "gradescope.py")
+                  "seccomp.py", "grade.py", "gradescope.py")
 GRADER_PACKAGES = ("suites", "worker")
 PINNED = ("torch", "numpy", "scipy", "scikit-learn", "tqdm", "pytest", "pytest-timeout")
 TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
@@ -42,8 +42,8 @@ RUN_AUTOGRADER = """#!/usr/bin/env bash
 # Gradescope runs this for every submission: it grades $AUTOGRADER_ROOT/submission
 # and writes $AUTOGRADER_ROOT/results/results.json (the root defaults to /autograder).
 set -uo pipefail
-ROOT="${AUTOGRADER_ROOT:-/autograder}"
-PYTHON="${AUTOGRADER_PYTHON:-$ROOT/venv/bin/python}"
+ROOT="${{AUTOGRADER_ROOT:-/autograder}}"
+PYTHON="${{AUTOGRADER_PYTHON:-$ROOT/venv/bin/python}}"
 [ -x "$PYTHON" ] || PYTHON=python3
 cd "$ROOT/source"
 exec "$PYTHON" -m grader gradescope --run --root "$ROOT" --isolation {isolation}

@@ -37,7 +37,9 @@ from typing import Dict, List, Sequence, Tuple
 
 from grader import box
 from grader.box import Cgroup, Limits
-from grader.worker.serve import reap
+from grader.worker.serve import prctl, reap
+
+PR_SET_PDEATHSIG = 1
 
 DEFAULT_PRELOAD = ("numpy", "torch", "scipy.sparse", "sklearn.cluster", "pytest", "pytest_timeout",
                    "grader.suites.runner", "grader.suites.common", "grader.suites.student")
@@ -230,6 +232,7 @@ def _judge(job_file: Path, report: int) -> None:
     """One submission, in the process the server forked for it. Never returns."""
     try:
         os.setsid()
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # if the server dies (the host was killed), so does this judge
         _send(report, {"pid": os.getpid()})
         job = json.loads(job_file.read_text())
         tempfile.tempdir = job["folder"]
@@ -246,6 +249,7 @@ def _judge(job_file: Path, report: int) -> None:
 
 def serve(channel_fd: int, preload: Sequence[str]) -> None:
     """The server: preload, then fork a judge for every job received; when the host hangs up, wait and leave."""
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if shutil.which("bwrap"):
         box.zygote()  # it imports torch in parallel with the imports below
     for module in preload:

@@ -1,8 +1,9 @@
 """The hidden grading suites: the reference scores 90, the skeleton 0, every buggy variant loses points.
 
-Every case runs the runner's command line in a process of its own, as the
-batch grader does (see ``Runs``). All runs start together, two at a time,
-when the first test needs one.
+Every case is one run of the judge's command line (``python -m grader.suites.runner``),
+whose student code runs in its own box (``grader/box.py``), as the batch grader
+runs it (see ``Runs``). All runs start together, two at a time, when the first
+test needs one.
 """
 import json
 import multiprocessing
@@ -16,36 +17,52 @@ from typing import List, NamedTuple, Optional
 
 import pytest
 
+from grader import box
 from grader.suites import PART_POINTS, VISIBILITIES
-from grader.suites.runner import OUTPUT_LIMIT, PROCESS_ENDED
+from grader.suites.runner import OUTPUT_LIMIT
 from grader.suites.submission import STUDENT_FILES
 
 REPO = Path(__file__).resolve().parent.parent
 SOLUTIONS, ASSIGNMENT, VARIANTS = REPO / "solutions", REPO / "assignment", REPO / "grader" / "variants"
 VARIANT_NAMES = sorted(path.name for path in VARIANTS.iterdir() if (path / "bug.json").is_file())
 RUNNER = [sys.executable, "-m", "grader.suites.runner"]
+ISOLATION = box.strongest_level()[0]
+"""The box every run uses: bubblewrap where it works, as ``grade`` would choose."""
 
-def patched_huffman(kind: str) -> str:
-    """The reference Huffman coder with a misbehaving decoder.
+CRASH_AND_PRINT = '''
 
-    ``"crash"``: decoding kills the interpreter (SIGSEGV). Otherwise decoding
-    prints 5 MB, then hangs for a layer named "conv" and returns zeros for the others.
-    """
-    decoder = ("    import os, signal\n    os.kill(os.getpid(), signal.SIGSEGV)\n" if kind == "crash" else
-               "    print('x' * 5_000_000)\n    while name == 'conv':\n        pass\n    return param * 0\n")
-    return (SOLUTIONS / "net/huffmancoding.py").read_text() + (
-        "\n\ndef huffman_decode_conv(param, name, directory):\n" + decoder)
+def huffman_encode_conv(param, name, directory, _encode=huffman_encode_conv):
+    print("x" * 5_000_000)
+    return _encode(param, name, directory)
 
 
-# Submissions that misbehave: (file to replace, its new contents, runner options).
+def huffman_decode_conv(param, name, directory, _decode=huffman_decode_conv):
+    if name == "conv":
+        import os, signal
+        os.kill(os.getpid(), signal.SIGSEGV)
+    return param * 0
+'''
+"""The reference coder, but encoding prints 5 MB, and decoding kills the process (the unit tests' layer
+"conv") or returns zeros (the whole model's layers)."""
+
+STUCK_AT_4_BITS = '''
+
+def apply_weight_sharing(model, bits=5, _share=apply_weight_sharing):
+    if bits == 4:
+        import signal
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM, signal.SIGINT, signal.SIGTERM})
+        while True:
+            pass
+    return _share(model, bits)
+'''
+"""The reference sharing, but it blocks the usual signals and spins forever with 4 bits (one test only)."""
+
+# Submissions that misbehave: ({file: code appended to the reference one}, runner options).
 HOSTILE = {
-    "exit_at_import": ("pruning.py", "import sys\nsys.exit(3)\n", ["--part", "prune"]),
-    "hard_exit_at_import": ("net/quantization.py", "import os\nos._exit(7)\n", []),
-    "loud_and_stuck": ("net/huffmancoding.py", patched_huffman("loud"), ["--part", "huffman", "--timeout", "2"]),
-    "uninterruptible": ("net/quantization.py", "import signal, time\n\ndef apply_weight_sharing(model, bits=5):\n"
-                        "    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})\n    time.sleep(60)\n",
-                        ["--part", "quantize", "--timeout", "1"]),
-    "crash_in_decode": ("net/huffmancoding.py", patched_huffman("crash"), ["--part", "huffman"]),
+    "exits_at_import": ({"pruning.py": "\nimport sys\nsys.exit(3)\n",
+                         "net/quantization.py": "\nimport os\nos._exit(7)\n"}, []),
+    "crashes_and_prints": ({"net/huffmancoding.py": CRASH_AND_PRINT}, ["--part", "huffman"]),
+    "stuck": ({"net/quantization.py": STUCK_AT_4_BITS}, ["--part", "quantize", "--timeout", "2"]),
 }
 
 
@@ -79,30 +96,28 @@ def run_in_child(argv, stderr: str) -> None:
 class Runs:
     """Runner processes, started at once on a small pool and awaited by name.
 
-    The reference runs as ``python -m grader.suites.runner``, exactly as the
-    batch grader starts it. The other runs fork from a server that has
-    imported torch, numpy, scipy and scikit-learn once: a fresh interpreter
-    spends seconds of CPU on those imports, and there are about 30 runs.
+    The reference runs as ``python -m grader.suites.runner``, exactly as a TA
+    would start it. The other runs fork from a server that has imported
+    torch, pytest and the suites once, as the batch grader's judge server
+    does: a fresh judge spends seconds of CPU on those imports, and there
+    are about 30 runs. Importing this module there also starts the box's
+    zygote (``ISOLATION`` probes a trial box), which every forked run shares.
     """
 
-    PRELOAD = ["grader.suites.runner", "grader.suites.common", "torch", "numpy", "scipy.sparse",
-               "sklearn.cluster", "tqdm", "tests.test_suites"]
+    PRELOAD = ["grader.suites.runner", "grader.suites.common", "grader.suites.student", "torch", "numpy",
+               "scipy.sparse", "sklearn.cluster", "pytest", "pytest_timeout", "tests.test_suites"]
 
     def __init__(self, root: Path) -> None:
         self.root, self.pool, self.futures = root, ThreadPoolExecutor(max_workers=2), {}
         self.context = multiprocessing.get_context("forkserver")
         self.context.set_forkserver_preload(self.PRELOAD)
 
-    def start(self, name: str, submission: Path, options=(), after: str = None, fork: bool = True) -> None:
-        """Start a run; with ``after``, once that run has ended and on a copy of its results file."""
-        self.futures[name] = self.pool.submit(self._run, name, [str(submission), str(self.root / f"{name}.json"),
-                                                                *options], after, fork)
+    def start(self, name: str, submission: Path, options=(), fork: bool = True) -> None:
+        argv = [str(submission), str(self.root / f"{name}.json"), "--isolation", ISOLATION, *options]
+        self.futures[name] = self.pool.submit(self._run, name, argv, fork)
 
-    def _run(self, name: str, argv, after, fork: bool):
+    def _run(self, name: str, argv, fork: bool) -> Run:
         results, stderr = Path(argv[1]), self.root / f"{name}.stderr"
-        if after is not None:
-            self[after]
-            shutil.copyfile(self.root / f"{after}.json", results)
         if fork:
             child = self.context.Process(target=run_in_child, args=(argv, str(stderr)))
             child.start()
@@ -114,7 +129,7 @@ class Runs:
         tests = json.loads(results.read_text())["tests"] if results.exists() else None
         return Run(code, stderr.read_text(), tests)
 
-    def __getitem__(self, name: str):
+    def __getitem__(self, name: str) -> Run:
         return self.futures[name].result()
 
 
@@ -129,12 +144,12 @@ def runs(tmp_path_factory):
         submission = make_submission(root / "variants" / name, overlay=VARIANTS / name)
         runs.start(name, submission, ["--part", part])
     runs.start("kmeans_random_init again", root / "variants" / "kmeans_random_init", ["--part", "quantize"])
-    for name, (relative, text, options) in HOSTILE.items():
+    for name, (appended, options) in HOSTILE.items():
         submission = make_submission(root / "hostile" / name)
-        (submission / relative).write_text(text)
+        for relative, code in appended.items():
+            with open(submission / relative, "a") as f:
+                f.write(code)
         runs.start(name, submission, options)
-    runs.start("crash_in_decode resumed", root / "hostile" / "crash_in_decode", ["--part", "huffman", "--resume"],
-               after="crash_in_decode")
     yield runs
     runs.pool.shutdown(wait=True, cancel_futures=True)
 
@@ -155,6 +170,10 @@ def totals(tests):
     for test in tests:
         scores[test["part"]] += test["score"]
     return scores
+
+
+def scores_by_test(run: Run) -> dict:
+    return {test["name"].split("::")[1]: test["score"] for test in run.tests}
 
 
 def test_list_follows_the_contract(listed):
@@ -191,7 +210,8 @@ def test_skeleton_scores_zero_on_every_todo(runs, listed):
 def test_variant_loses_points(runs, name):
     bug = json.loads((VARIANTS / name / "bug.json").read_text())
     run = runs[name]
-    assert run.tests, run.stderr  # a variant may crash the interpreter; what it scored so far counts
+    assert run.returncode == 0, run.stderr  # a variant that crashes its box still gets every test scored
+    assert {test["part"] for test in run.tests} == {bug["part"]}
     lost = [test for test in run.tests if test["score"] < test["max_score"]]
     file, function = bug["todo"].split(": ")[0], bug["todo"].split(": ")[1].split(" ")[0]
     assert any(test["todo"].startswith(file) and function in test["todo"] for test in lost), \
@@ -216,50 +236,46 @@ def test_scores_are_deterministic(runs):
     assert 0 < totals(first)["quantize"] < PART_POINTS["quantize"]
 
 
-def test_exit_at_import_fails_only_that_module(runs):
-    run = runs["exit_at_import"]
+def test_exit_at_import_fails_only_the_tests_that_import_that_module(runs):
+    run = runs["exits_at_import"]
     assert run.returncode == 0, run.stderr
+    retrain = sum(test["max_score"] for test in run.tests if test["todo"].startswith("pruning.py"))
+    assert 0 < retrain < PART_POINTS["prune"]
+    assert totals(run.tests) == {"prune": PART_POINTS["prune"] - retrain, "quantize": 0,
+                                 "huffman": PART_POINTS["huffman"]}
     for test in run.tests:
-        if test["todo"].startswith("pruning.py"):
-            assert test["score"] == 0 and "importing pruning.py called exit(3)" in test["output"]
+        if test["todo"].startswith("pruning.py"):  # sys.exit(3): the worker catches it and says so
+            assert test["score"] == 0 and "importing pruning.py called exit(3)" in test["output"], test["output"]
+        elif test["part"] == "quantize":  # os._exit(7): the request's process ends, the next request gets another
+            assert test["score"] == 0
+            assert "the process running your code exited with status 7 (os._exit or a crash) during this test" \
+                in test["output"], test["output"]
         else:
             assert test["score"] == test["max_score"], test["output"]
 
 
-def test_a_dead_process_keeps_the_results_so_far(runs, listed):
-    run = runs["hard_exit_at_import"]
-    assert run.returncode == 7
-    n_prune = sum(test["part"] == "prune" for test in listed)
-    assert [test["part"] for test in run.tests] == ["prune"] * n_prune + ["quantize"]
-    assert totals(run.tests) == {"prune": PART_POINTS["prune"], "quantize": 0, "huffman": 0}
-    assert PROCESS_ENDED in run.tests[-1]["output"]
-
-
-def test_output_is_capped_and_hangs_time_out(runs):
-    run = runs["loud_and_stuck"]
+def test_a_crash_costs_only_the_tests_that_crash_and_output_is_capped(runs):
+    run = runs["crashes_and_prints"]
     assert run.returncode == 0, run.stderr
-    scores = {test["name"].split("::")[1]: test["score"] for test in run.tests}
-    assert scores == {"test_encode_returns_bytes_written": 2, "test_encode_writes_documented_streams": 2,
-                      "test_decode_reads_documented_streams": 0, "test_round_trip": 0, "test_whole_model": 0}
+    assert scores_by_test(run) == {"test_encode_returns_bytes_written": 2, "test_encode_writes_documented_streams": 2,
+                                   "test_decode_reads_documented_streams": 0, "test_round_trip": 0,
+                                   "test_whole_model": 0}
     for test in run.tests:
         assert len(test["output"]) < OUTPUT_LIMIT + 100
         if test["score"] > 0:
             assert "Your code printed" not in test["output"]  # printing is shown only with a failure
-        elif "whole_model" in test["name"]:
+        elif "whole_model" in test["name"]:  # after two crashes, the box still answers: with zeros
+            assert "differs from the original" in test["output"], test["output"]
             assert "Your code printed:" in test["output"] and "more characters)" in test["output"]
         else:
-            assert "stopped after 2 seconds" in test["output"], test["output"]
+            assert "the process running your code crashed with a segmentation fault (SIGSEGV) during this test" \
+                in test["output"], test["output"]
 
 
-def test_uninterruptible_code_is_killed_and_recorded(runs):
-    run = runs["uninterruptible"]
-    assert run.returncode != 0
-    assert len(run.tests) == 1 and run.tests[0]["score"] == 0 and PROCESS_ENDED in run.tests[0]["output"]
-
-
-def test_resume_runs_only_the_missing_tests(runs):
-    crashed, resumed = runs["crash_in_decode"], runs["crash_in_decode resumed"]
-    assert crashed.returncode < 0  # killed by SIGSEGV
-    assert [test["score"] for test in crashed.tests] == [2, 2, 0] and PROCESS_ENDED in crashed.tests[-1]["output"]
-    assert resumed.tests[:3] == crashed.tests and len(resumed.tests) == 4
-    assert resumed.tests[3]["score"] == 0 and PROCESS_ENDED in resumed.tests[3]["output"]
+def test_a_hang_that_blocks_signals_costs_only_its_test(runs):
+    run = runs["stuck"]
+    assert run.returncode == 0, run.stderr
+    assert scores_by_test(run) == {"test_zeros_stay_zero": 2, "test_each_weight_keeps_its_position": 3,
+                                   "test_number_of_clusters": 0, "test_matches_linear_init_kmeans": 3}
+    stuck = run.tests[2]["output"]
+    assert "stopped after 2 seconds" in stuck and "stuck in a loop" in stuck, stuck

@@ -37,6 +37,7 @@ see ``join``); once in the box's user namespace this process has no rights over 
 PR_SET_NO_NEW_PRIVS, PR_CAPBSET_DROP, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 24, 22, 2
 CAPABILITY_VERSION_3 = 0x20080522
 NS_GET_PARENT = 0xB702
+PR_SET_PDEATHSIG = 1
 
 
 class _CapHeader(ctypes.Structure):
@@ -136,6 +137,7 @@ def cell(channel: int, reply: int, namespace_fds: List[int], order: dict) -> Non
 def main(argv: List[str]) -> int:
     """The zygote: preload, then fork a cell for every order received on the control socket."""
     control = socket.socket(fileno=int(argv[0]))
+    serve.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     serve.preload()
     serve.prctl(serve.PR_SET_CHILD_SUBREAPER, 1)  # the cells come back to this process, which reaps them at once
     signal.signal(signal.SIGCHLD, serve.reap)
