@@ -42,6 +42,10 @@ JUNK_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
 JUNK_SUFFIXES = ("~", ".swp", ".swo", ".swx", ".pyc", ".orig", ".bak")
 
 
+MAX_EXTENDED_HEADER = 64 << 10
+"""Bytes a tar long-name, long-link or pax header may hold (real ones hold a few hundred)."""
+
+
 class Rejected(Exception):
     """The submission cannot be graded; the message says why, in words for the student."""
 
@@ -158,6 +162,27 @@ def _folder_entries(root: Path) -> Iterator[Entry]:
                         open=lambda path=path: open(path, "rb"))
 
 
+class _CappedTarInfo(tarfile.TarInfo):
+    """Tar headers whose long name, long link or pax record is refused before it is read when it is too big.
+
+    tarfile reads such an extension header whole into memory (a GNU long name
+    can claim gigabytes in a few compressed MB); here its size is checked first.
+    """
+
+    def _checked(self) -> None:
+        if self.size > MAX_EXTENDED_HEADER:
+            raise Rejected(f"a tar header (a long file name or a pax record) claims {self.size:,} bytes, over the "
+                           f"{MAX_EXTENDED_HEADER >> 10} KB limit: the archive is damaged or hostile")
+
+    def _proc_gnulong(self, tarfile):
+        self._checked()
+        return super()._proc_gnulong(tarfile)
+
+    def _proc_pax(self, tarfile):
+        self._checked()
+        return super()._proc_pax(tarfile)
+
+
 class _CappedReader:
     """A read-only stream that raises Rejected once more than ``limit`` bytes went through."""
 
@@ -185,7 +210,7 @@ def _bsdtar_entries(path: Path, limits: Limits) -> Iterator[Entry]:
         try:
             stream = _CappedReader(proc.stdout, cap, f"{limits.max_total_mb:g} MB")
             try:
-                with tarfile.open(fileobj=stream, mode="r|") as tf:
+                with tarfile.open(fileobj=stream, mode="r|", tarinfo=_CappedTarInfo) as tf:
                     yield from _tar_entries(tf)
                 while stream.read(1 << 16):
                     pass
@@ -231,7 +256,7 @@ def _entries(path: Path, limits: Limits) -> Iterator[Iterator[Entry]]:
             raise Rejected(f"the zip archive is damaged or uses an unsupported feature ({error})") from None
     elif magic.startswith(b"\x1f\x8b") or tarfile.is_tarfile(path):
         try:
-            with tarfile.open(path, "r:*") as tf:
+            with tarfile.open(path, "r:*", tarinfo=_CappedTarInfo) as tf:
                 yield _tar_entries(tf)
         except (tarfile.TarError, EOFError, zlib.error) as error:
             raise Rejected(f"the tar archive is damaged ({error})") from None
@@ -261,10 +286,10 @@ def _entries(path: Path, limits: Limits) -> Iterator[Iterator[Entry]]:
 def _check_name(name: str) -> PurePosixPath:
     """The entry's path, relative and normalised; Rejected if it could escape or is absurd."""
     shown = repr(name[:80])
+    if len(name) > 1024 or len(name.encode("utf-8", "surrogateescape")) > 1024:
+        raise Rejected(f"an entry name is absurdly long ({len(name)} characters): {shown}...")
     if "\0" in name or any(ord(c) < 32 or ord(c) == 127 for c in name):
         raise Rejected(f"an entry name contains control characters: {shown}")
-    if len(name.encode("utf-8", "surrogateescape")) > 1024:
-        raise Rejected(f"an entry name is absurdly long ({len(name)} characters): {shown}...")
     if name.startswith("/") or (name[:1].isalpha() and name[1:2] == ":"):
         raise Rejected(f"an entry has an absolute path: {shown}")
     parts = [p for p in name.split("/") if p not in ("", ".")]

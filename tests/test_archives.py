@@ -1,6 +1,8 @@
 """Safe unpacking of submissions (grader/archives.py): real RAR files, hostile zips and tars, finding net/."""
+import gzip
 import hashlib
 import io
+import resource
 import shutil
 import stat
 import tarfile
@@ -284,3 +286,37 @@ def test_fallback_extractor_without_bsdtar(tmp_path, monkeypatch):
     with pytest.raises(Rejected):  # a link, or an archive this extractor cannot read (unar 1.10 and RAR5)
         archives.extract(RAR_FIXTURES / "rar5-evil-symlink-traversal.rar", tmp_path / "o2" / "out", select=EVERYTHING)
     assert not list(tmp_path.rglob("pwned.txt")) and not (tmp_path / "o2").exists()
+
+
+def tar_with_huge_extension_header(path: Path, kind: bytes, size: int) -> None:
+    """A .tar.gz whose first header is an extension (GNU long name/link, pax) claiming ``size`` bytes.
+
+    Only its first MB is there: the claim alone must be refused, before anything is read.
+    """
+    header = tarfile.TarInfo("././@LongLink")
+    header.type, header.size = kind, size
+    with gzip.open(path, "wb") as f:
+        f.write(header.tobuf(format=tarfile.GNU_FORMAT))
+        f.write(b"a" * (1 << 20))
+
+
+@pytest.mark.parametrize("kind", [tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE,
+                                  tarfile.XGLTYPE])
+def test_a_tar_header_claiming_gigabytes_is_refused_before_it_is_read(tmp_path, kind):
+    bomb = tmp_path / "bomb.tar.gz"
+    tar_with_huge_extension_header(bomb, kind, 7 << 29)  # 3.5 GiB
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(archives.Rejected, match="tar header .* over the 64 KB limit"):
+        archives.list_entries(bomb)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100 * 1024  # KB: nothing was read whole
+    if shutil.which("bsdtar"):  # the same header in a stream from bsdtar (as for .rar and .7z)
+        plain = tmp_path / "bomb.tar"
+        plain.write_bytes(gzip.decompress(bomb.read_bytes()))
+        entries = archives._bsdtar_entries(plain, archives.Limits())
+        with pytest.raises(archives.Rejected):
+            list(entries)
+
+
+def test_a_long_name_is_refused_before_it_is_scanned():
+    with pytest.raises(archives.Rejected, match="absurdly long"):
+        archives._check_name("a" * 10_000_000)
