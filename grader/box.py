@@ -64,7 +64,6 @@ class Limits:
     file_mb: int = 64
     disk_mb: int = 512
     processes: int = 256
-    output_kb: int = 8
 
 
 class BoxFailure(Exception):
