@@ -1,4 +1,4 @@
-"""Unpack a student's submission safely and find its ``net/`` folder and ``pruning.py``.
+"""Unpack a student's submission safely and find its ``net/`` folder and ``pruning.py`` (what is there).
 
 A submission is an archive (``.zip``, ``.tar``, ``.tar.gz``/``.tgz``/``.tar.bz2``/
 ``.tar.xz``, ``.rar``, ``.7z``) or a plain folder. The format is taken from the
@@ -35,8 +35,13 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Callable, Iterator, List, Optional, Sequence, Tuple
 
+from grader.homework import PROVIDED_FILES, STUDENT_FILES
+
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar", ".zip", ".rar", ".7z")
-NET_MODULES = ("prune.py", "quantization.py", "huffmancoding.py", "models.py")
+NET_MODULES = tuple(sorted({PurePosixPath(f).name for f in STUDENT_FILES + PROVIDED_FILES if f.startswith("net/")}
+                           - {"__init__.py"}))
+"""The file names that mark a ``net/`` folder."""
+SCRIPT_FILES = tuple(f for f in STUDENT_FILES if "/" not in f)
 JUNK_PARTS = {"__MACOSX", "__pycache__", ".git", ".svn", ".hg", ".idea", ".vscode", ".ipynb_checkpoints"}
 JUNK_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
 JUNK_SUFFIXES = ("~", ".swp", ".swo", ".swx", ".pyc", ".orig", ".bak")
@@ -386,14 +391,15 @@ def extract(path: Path, dest: Path, limits: Limits = Limits(),
     return dest
 
 
-# --------------------------------------------------------------------------- finding net/ and pruning.py
+# --------------------------------------------------------------------------- finding the homework's files
 
 
 @dataclass(frozen=True)
 class Found:
-    """Where a submission's pieces sit, inside the unpacked folder."""
-    net: Path
-    pruning: Path
+    """Where a submission's pieces sit, inside the unpacked folder (``None``: not submitted)."""
+    net: Optional[Path]
+    scripts: Tuple[Path, ...]
+    """The student files that sit beside ``net/`` (``pruning.py``)."""
 
 
 def _describe(paths: Sequence[Path], root: Path) -> str:
@@ -401,42 +407,49 @@ def _describe(paths: Sequence[Path], root: Path) -> str:
 
 
 def locate(root: Path) -> Found:
-    """Find the one ``net/`` folder and the one ``pruning.py`` under ``root``; Rejected otherwise."""
+    """Find the ``net/`` folder and the student files beside it under ``root``.
+
+    Whatever is present is graded (a missing file costs the tests of its TODOs); ``Rejected`` when none of the
+    homework's files is there or a piece is there twice.
+    """
     files = [p for p in root.rglob("*.py") if p.is_file() and not is_junk(p.relative_to(root).parts)]
     modules = [p for p in files if p.name in NET_MODULES]
     nets = sorted({p.parent for p in modules if p.parent.name == "net"})
     if not nets:  # the contents of net/ packed without the folder itself
         nets = sorted({d for d in {p.parent for p in modules}
                        if sum((d / name).is_file() for name in NET_MODULES) >= 2})
-    prunings = sorted(p for p in files if p.name == "pruning.py")
-    holds = _describe(sorted(files)[:12], root) or "no Python files"
-    if not nets:
-        raise Rejected("no net/ folder found: the submission must hold net/ (prune.py, quantization.py, "
-                       f"huffmancoding.py, models.py) and pruning.py; it holds: {holds}")
     if len(nets) > 1:
         raise Rejected(f"found {len(nets)} net/ folders ({_describe(nets, root)}); submit exactly one")
-    if not prunings:
-        raise Rejected(f"no pruning.py found: submit it beside net/; the submission holds: {holds}")
-    if len(prunings) > 1:
-        raise Rejected(f"found {len(prunings)} pruning.py files ({_describe(prunings, root)}); submit exactly one")
-    return Found(nets[0], prunings[0])
+    scripts = []
+    for name in SCRIPT_FILES:
+        found = sorted(p for p in files if p.name == name)
+        if len(found) > 1:
+            raise Rejected(f"found {len(found)} {name} files ({_describe(found, root)}); submit exactly one")
+        scripts += found
+    if not nets and not scripts:
+        holds = _describe(sorted(files)[:12], root) or "no Python files"
+        raise Rejected(f"none of the homework's files found: the submission must hold {', '.join(STUDENT_FILES)}; "
+                       f"it holds: {holds}")
+    return Found(nets[0] if nets else None, tuple(scripts))
 
 
 def stage(found: Found, dest: Path) -> Path:
     """Lay the submission out as the suites expect: ``dest/net/*.py`` and ``dest/pruning.py``."""
     net = dest / "net"
-    for source in sorted(found.net.rglob("*.py")):
+    net.mkdir(parents=True)
+    for source in sorted(found.net.rglob("*.py")) if found.net else ():
         relative = source.relative_to(found.net)
-        if source != found.pruning and not is_junk(relative.parts):
+        if source not in found.scripts and not is_junk(relative.parts):
             (net / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, net / relative)
     (net / "__init__.py").touch()
-    shutil.copyfile(found.pruning, dest / "pruning.py")
+    for script in found.scripts:
+        shutil.copyfile(script, dest / script.name)
     return dest
 
 
 def prepare(source: Path, workdir: Path, limits: Limits = Limits()) -> Path:
-    """Unpack ``source`` (archive or folder) under ``workdir`` and return a folder with net/ and pruning.py.
+    """Unpack ``source`` (archive or folder) under ``workdir`` and return a folder with what it holds of net/ and pruning.py.
 
     A folder holding no net/ but exactly one archive (as Gradescope stores an
     uploaded .rar) is unpacked one level further.

@@ -34,11 +34,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from grader import seccomp
+from grader.homework import Limits
 from grader.worker import protocol
 
 LEVELS = ("bwrap", "basic")
@@ -52,18 +52,6 @@ NAMESPACE_NAMES = ("mnt", "ipc", "uts", "net", "pid", "user")
 """The box's namespaces a cell joins, in ``grader/worker/cell.py``'s order."""
 PYTHON_FLAGS = ("-B", "-s")
 CLONE_NEWNS, MS_BIND, MS_REC, MS_PRIVATE = 0x20000, 4096, 16384, 1 << 18
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one submission may use. Times in seconds, sizes in MB."""
-    test_timeout_s: float = 60.0
-    submission_timeout_s: float = 900.0
-    memory_mb: int = 2048
-    """On top of what the preloaded libraries (torch...) already use."""
-    file_mb: int = 64
-    disk_mb: int = 512
-    processes: int = 256
 
 
 class BoxFailure(Exception):
@@ -204,6 +192,7 @@ def _stage_code(code: Path) -> None:
     here = Path(__file__).resolve().parent
     (code / "grader" / "worker").mkdir(parents=True)
     (code / "grader" / "__init__.py").write_text("")
+    shutil.copyfile(here / "homework.py", code / "grader" / "homework.py")
     for name in WORKER_FILES:
         shutil.copyfile(here / "worker" / name, code / "grader" / "worker" / name)
 

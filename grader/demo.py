@@ -34,10 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
+from grader import homework
+
 REPO = Path(__file__).resolve().parent.parent
 VARIANTS = REPO / "grader" / "variants"
-STUDENT_FILES = ("net/__init__.py", "net/models.py", "net/prune.py", "net/quantization.py",
-                 "net/huffmancoding.py", "pruning.py")
+HANDED_IN = tuple(sorted(set(homework.STUDENT_FILES) | {f for f in homework.PROVIDED_FILES if f.startswith("net/")}))
 """What a student zips: the handout's ``net/`` folder and ``pruning.py``."""
 IGNORED = shutil.ignore_patterns("saves", "data", "encodings", "__pycache__", "staff", "tests", "log.txt")
 TIME_BUDGET = "10 minutes on 2 CPU cores"
@@ -149,7 +150,7 @@ def package(workspace: Path, student_id: str, submissions: Path) -> Path:
     submissions.mkdir(parents=True, exist_ok=True)
     archive = submissions / f"{student_id}.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zipped:
-        for relative in STUDENT_FILES:
+        for relative in HANDED_IN:
             if (workspace / relative).is_file():
                 zipped.write(workspace / relative, relative)
     return archive
@@ -255,7 +256,7 @@ def main(argv: List[str]) -> int:
     say("measuring every model for the leaderboard")
     gate = demo_gate(reference_accuracy(submissions, board, args.data_dir, args.jobs))
     say(f"GATE LOWERED FOR THE DEMO: {gate}% (the reference model's accuracy after this short run, minus "
-        f"{GATE_MARGIN} points; the homework's gate is 58%)")
+        f"{GATE_MARGIN} points; the homework's gate is {homework.GATE}%)")
     command = ["leaderboard", str(submissions), "--out", str(board), "--data-dir", str(args.data_dir),
                "--gate", gate, "--jobs", str(args.jobs)]
     if (grading / "grades.csv").is_file():

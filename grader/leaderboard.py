@@ -1,11 +1,11 @@
 """``python -m grader leaderboard``: measure every submitted model and publish the compression ranking.
 
     python -m grader leaderboard SUBMISSIONS_DIR --out OUT_DIR [--data-dir D] [--grades GRADES_CSV]
-                                 [--gate 58.00] [--jobs N] [--timeout S]
+                                 [--gate PERCENT] [--jobs N] [--timeout S]
 
 For every ``<student_id>.ptmodel`` in SUBMISSIONS_DIR: load it safely, encode
 it with the reference Huffman coder, decode it, check the round trip, and
-measure its accuracy on the 10,000 CIFAR-10 test images (``grader.measure``).
+measure its accuracy on the whole CIFAR-10 test set (``grader.measure``).
 Then gate, rank and tier (``grader.ranking``) and write the outputs
 (``grader.publish``). Each result is cached in ``OUT_DIR/cache/`` under the
 file's SHA-256, a hash of the measuring code and the evaluation settings, so a
@@ -19,20 +19,20 @@ import hashlib
 import io
 import json
 import os
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 from grader.files import write_atomic
-from grader.publish import STUDENT_ID
+from grader import homework
+from grader.ranking import original_bytes
 
 if TYPE_CHECKING:
     from grader import measure
 
-SUFFIX = ".ptmodel"
-DEFAULT_TIMEOUT = 600.0
+SUFFIX = homework.MODEL_SUFFIX
+DEFAULT_TIMEOUT = homework.LEADERBOARD_TIMEOUT_S
 DEFAULT_JOBS = min(4, os.cpu_count() or 1)
 """One single-threaded worker per core (up to 4, about 1.5 GB each) beats fewer multi-threaded ones here."""
 
@@ -64,16 +64,15 @@ def discover(folder: Path) -> Tuple[List[Submission], Dict[str, str]]:
     submissions: Dict[str, Submission] = {}
     rejected: Dict[str, str] = {}
     for path in sorted(p for p in folder.iterdir() if p.suffix.lower() == SUFFIX):
-        student_id = path.stem
-        if not STUDENT_ID.match(student_id) or path.is_symlink() or not path.is_file():
-            rejected[re.sub(r"[^A-Za-z0-9_.-]", "_", path.name)] = (
-                "invalid: the file name must be <student_id>.ptmodel (letters, digits, '.', '_' or '-') "
-                "and a regular file")
+        student_id = homework.student_id(path.stem)
+        if path.is_symlink() or not path.is_file():
+            rejected[student_id] = f"invalid: {student_id}{SUFFIX} must be a regular file"
         elif student_id in submissions or student_id in rejected:
             submissions.pop(student_id, None)
             rejected[student_id] = "invalid: more than one .ptmodel for this student"
         elif path.stat().st_size > MAX_FILE_BYTES:
-            rejected[student_id] = f"invalid: the file is {path.stat().st_size:,} bytes; a homework AlexNet is 81 MB"
+            rejected[student_id] = (f"invalid: the file is {path.stat().st_size:,} bytes; the homework's model in "
+                                    f"float32 is {original_bytes():,}")
         else:
             submissions[student_id] = Submission(student_id, path, file_sha256(path))
     return list(submissions.values()), rejected
@@ -169,7 +168,7 @@ def read_grades(path: Path) -> Dict[str, Dict[str, str]]:
         return {row["student_id"].strip(): row for row in csv.DictReader(f) if row.get("student_id", "").strip()}
 
 
-def run(submissions_dir: Path, out_dir: Path, evaluator, gate: str = "58.00", grades: Optional[Path] = None,
+def run(submissions_dir: Path, out_dir: Path, evaluator, gate: str = homework.GATE, grades: Optional[Path] = None,
         jobs: int = 1, timeout: float = DEFAULT_TIMEOUT, progress: bool = True) -> List:
     """Measure, rank and publish; return the leaderboard rows. ``evaluator`` is the accuracy seam."""
     from grader import publish
@@ -197,7 +196,7 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder for the leaderboard and its cache")
     parser.add_argument("--data-dir", default="data", help="folder that holds (or will hold) cifar-10-batches-py/")
     parser.add_argument("--grades", type=Path, help="the grader's grades.csv, to write final_grades.csv")
-    parser.add_argument("--gate", default="58.00", help="accuracy (percent) a model must be strictly above")
+    parser.add_argument("--gate", default=homework.GATE, help="accuracy (percent) a model must be strictly above")
     parser.add_argument("--jobs", type=int, default=DEFAULT_JOBS,
                         help="models measured in parallel, each in its own process (0: in this process)")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds allowed per model")

@@ -14,19 +14,17 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence
 
 from grader.files import write_atomic
-from grader.ranking import MIDDLE_POINTS, ORIGINAL_BYTES, TOP_POINTS, Row
+from grader import homework
+from grader.ranking import BOTTOM_POINTS, MIDDLE_POINTS, TOP_POINTS, Row, original_bytes
 
-STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-"""What a student id may look like: it names files (``details/<id>.txt``) and lands in CSV and HTML."""
 CSV_COLUMNS = ["rank", "student_id", "accuracy", "compression_rate", "compressed_bytes", "qualified", "points",
                "status"]
-GRADE_PARTS = ["prune", "quantize", "huffman"]
-FINAL_COLUMNS = ["student_id", *GRADE_PARTS, "ranking", "total"]
-TIER_COLOURS = {TOP_POINTS: "#1a9850", MIDDLE_POINTS: "#f39c12", 0: "#4575b4"}
+FINAL_COLUMNS = ["student_id", *homework.PART_NAMES, homework.RANKING_NAME, "total"]
+TIER_COLOURS = {TOP_POINTS: "#1a9850", MIDDLE_POINTS: "#f39c12", BOTTOM_POINTS: "#4575b4"}
 BELOW_GATE_COLOUR = "#c0392b"
 TIER_RULE = ("Qualified models (accuracy strictly above the gate) are ranked by compression rate. With n of them, "
-             "rank r earns 10 points if r ≤ ⌈n/3⌉, 5 points if r ≤ ⌈2n/3⌉, otherwise 0. Equal rates share the "
-             "best rank of their group. Every other submission earns 0.")
+             f"rank r earns {TOP_POINTS} points if r ≤ ⌈n/3⌉, {MIDDLE_POINTS} points if r ≤ ⌈2n/3⌉, otherwise "
+             f"{BOTTOM_POINTS}. Equal rates share the best rank of their group. Every other submission earns 0.")
 
 
 def cells(row: Row) -> Dict[str, str]:
@@ -59,7 +57,7 @@ def headline(rows: Sequence[Row], gate: str) -> str:
     images = max((r.entry.total for r in rows), default=0)
     test_set = f"the {images:,} CIFAR-10 test images" if images else "the CIFAR-10 test images"
     return (f"Gate: accuracy above {gate}% on {test_set}. {sum(r.qualified for r in rows)} of {len(rows)} "
-            f"students ranked; compression is measured against {ORIGINAL_BYTES:,} bytes (AlexNet in float32).")
+            f"students ranked; compression is measured against {original_bytes():,} bytes (AlexNet in float32).")
 
 
 def markdown(rows: Sequence[Row], gate: str) -> str:
@@ -191,8 +189,8 @@ def details(row: Row, n_ranked: int, measurement=None, gate: str = "") -> str:
     if not entry.problem:
         lines += [f"accuracy: {entry.accuracy:.2f}% ({entry.correct}/{entry.total} test images; the gate is "
                   f"above {gate}%)",
-                  f"compressed size: {entry.compressed_bytes:,} bytes of {ORIGINAL_BYTES:,} "
-                  f"({entry.rate:.2f}x, {100 * entry.compressed_bytes / ORIGINAL_BYTES:.2f}%)"]
+                  f"compressed size: {entry.compressed_bytes:,} bytes of {original_bytes():,} "
+                  f"({entry.rate:.2f}x, {100 * entry.compressed_bytes / original_bytes():.2f}%)"]
     if row.rank is not None:
         lines.append(f"rank: {row.rank} of {n_ranked} ranked")
     lines.append(f"ranking points: {row.points}")
@@ -214,7 +212,7 @@ def final_grades(rows: Sequence[Row], grades: Mapping[str, Mapping[str, str]]) -
     points = {row.entry.student_id: row.points for row in rows}
     merged = []
     for student_id in sorted(set(points) | set(grades)):
-        parts = {part: _number(grades.get(student_id, {}).get(part)) for part in GRADE_PARTS}
+        parts = {part: _number(grades.get(student_id, {}).get(part)) for part in homework.PART_NAMES}
         ranking = points.get(student_id, 0)
         merged.append({"student_id": student_id, **{p: f"{v:g}" for p, v in parts.items()},
                        "ranking": str(ranking), "total": f"{sum(parts.values()) + ranking:g}"})
@@ -232,7 +230,7 @@ def write_all(out_dir: Path, rows: Sequence[Row], measurements: Mapping[str, obj
     n_ranked = sum(r.qualified for r in rows)
     for row in rows:
         student_id = row.entry.student_id
-        if STUDENT_ID.match(student_id) and (student_id in measurements or row.entry.problem.startswith("missing")):
+        if homework.STUDENT_ID.fullmatch(student_id) and (student_id in measurements or row.entry.problem.startswith("missing")):
             write_atomic(out_dir / "details" / f"{student_id}.txt",
                          details(row, n_ranked, measurements.get(student_id), gate))
     if grades is not None:

@@ -1,10 +1,14 @@
-"""Gate, rank and tier: the rules behind the ranking's 10 points.
+"""Gate, rank and tier: the rules behind the ranking's points.
+
+The gate and the points of each third are facts of the homework
+(``grader/homework.py``: ``GATE``, ``RANKING_POINTS``); the figures below are
+this term's.
 
 * **Gate.** A model qualifies when its accuracy is strictly above the gate
-  (58.00% by default). The comparison is exact (``correct / total`` as a
+  (58.00%). The comparison is exact (``correct / total`` as a
   fraction against the gate as written), so 5800/10000 does not pass 58.
 * **Rank.** Qualified models are ranked by compression rate, higher first.
-  The rate is 81,378,600 over the compressed bytes, so equal rates are equal
+  The rate is the original model's bytes (81,378,600) over the compressed bytes, so equal rates are equal
   byte counts: the ranking compares the integers and ties are exact. Tied
   models share the best rank of their group and the next rank skips
   ("1, 2, 2, 4").
@@ -22,10 +26,16 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Iterable, List, Optional, Sequence, Union
 
-TOP_POINTS, MIDDLE_POINTS = 10, 5
-DEFAULT_GATE = "58.00"
-ORIGINAL_BYTES = 81_378_600
-"""The homework's AlexNet as float32 (20,344,650 parameters): what every rate is measured against."""
+from grader.homework import GATE, RANKING_POINTS
+
+TOP_POINTS, MIDDLE_POINTS, BOTTOM_POINTS = RANKING_POINTS
+
+
+def original_bytes() -> int:
+    """The homework's model in float32 bytes, computed from the reference model (which needs torch: imported
+    only when a rate is asked for)."""
+    from grader.reference import original_bytes as computed
+    return computed()
 
 
 @dataclass(frozen=True)
@@ -47,7 +57,7 @@ class Entry:
     @property
     def rate(self) -> float:
         """Compression rate: original over compressed bytes (0 when not measured)."""
-        return ORIGINAL_BYTES / self.compressed_bytes if self.compressed_bytes else 0.0
+        return original_bytes() / self.compressed_bytes if self.compressed_bytes else 0.0
 
 
 @dataclass(frozen=True)
@@ -74,7 +84,7 @@ def tier_points(rank: int, n_qualified: int) -> int:
         return TOP_POINTS
     if 3 * (rank - 1) < 2 * n_qualified:      # rank <= ceil(2n / 3)
         return MIDDLE_POINTS
-    return 0
+    return BOTTOM_POINTS
 
 
 def competition_ranks(sorted_keys: Sequence) -> List[int]:
@@ -85,7 +95,7 @@ def competition_ranks(sorted_keys: Sequence) -> List[int]:
     return ranks
 
 
-def rank_entries(entries: Iterable[Entry], gate: Union[str, float, Fraction] = DEFAULT_GATE) -> List[Row]:
+def rank_entries(entries: Iterable[Entry], gate: Union[str, float, Fraction] = GATE) -> List[Row]:
     """The leaderboard: ranked qualified entries first, then below-gate ones (best rate first), then failures."""
     entries = list(entries)
     measured = [e for e in entries if not e.problem]

@@ -1,57 +1,90 @@
-"""The reference solutions, imported under private names.
+"""Homework code imported from a folder under a private package name: the one loader of the grader.
 
-``solutions/`` is written to run from inside its own folder, with ``net`` and
-``util`` as top-level modules. A student's code uses the same names, so the
-grader never imports the reference under them: ``reference()`` loads
-``solutions/net/*.py`` and ``solutions/util.py`` as the private modules
-``grader._reference.net.*`` and ``grader._reference.util``. While
-``net/models.py`` runs its own ``from net.prune import ...``, ``net`` and
-``net.prune`` point at the private copies for a moment and are restored right
-after, so whatever ``net`` a process had before is left untouched.
+The handout runs from inside its own folder, with ``net`` and ``util`` as
+top-level modules, and a student's code uses the same names. So the grader
+never imports homework code under those names: :func:`load` makes the folder
+a package of another name (``grader._reference`` for ``solutions/``), whose
+``net`` is a real package (its files import each other relatively) and whose
+``util`` is a plain module. Whatever ``net`` a process already had is left
+untouched. The reference (:func:`reference`), the leaderboard, sensitivity,
+the suites' judge and the staff recipe all load homework code this way.
+
+The scripts (``pruning.py``...) import ``net`` and ``util`` by their
+top-level names, as a student runs them; :func:`load_script` lends them those
+names while the script is imported, then puts back what was there.
 """
 import functools
 import hashlib
-import importlib.util
+import importlib
 import sys
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
+from grader.homework import MODEL, PROVIDED_FILES
+
 SOLUTIONS = Path(__file__).resolve().parent.parent / "solutions"
 PACKAGE = "grader._reference"
-SOURCES = ("net/__init__.py", "net/prune.py", "net/models.py", "net/huffmancoding.py", "util.py")
+SOURCES = tuple(sorted(set(PROVIDED_FILES) | {"net/prune.py", "net/huffmancoding.py", "net/quantization.py"}))
 """The reference files the leaderboard runs; their contents are part of its cache key."""
 
 
-def _load(name: str, path: Path, package_dirs: tuple = ()) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        name, path, submodule_search_locations=[str(d) for d in package_dirs] if package_dirs else None)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+def load(folder: Path, package: str) -> ModuleType:
+    """The homework in ``folder`` as the package ``package``: ``package.net.models``, ``package.util``...
+
+    Loading the same folder under the same name twice returns the first package.
+    """
+    folder = Path(folder).resolve()
+    existing = sys.modules.get(package)
+    if existing is not None:
+        if list(getattr(existing, "__path__", [])) != [str(folder)]:
+            raise ValueError(f"{package} is already loaded from {list(existing.__path__)}, not {folder}")
+        return existing
+    root = ModuleType(package, f"the homework code of {folder}, under a private name")
+    root.__path__ = [str(folder)]
+    sys.modules[package] = root
+    return root
+
+
+def module(package: ModuleType, relative: str) -> ModuleType:
+    """The module of ``package`` at ``relative`` (``"net/huffmancoding.py"``), imported on first use."""
+    return importlib.import_module(f"{package.__name__}.{relative[:-3].replace('/', '.')}")
+
+
+def load_script(package: ModuleType, name: str) -> ModuleType:
+    """Import the handout script ``name`` (``"pruning"``) of ``package``, lending it ``net`` and ``util``."""
+    lent = {"net": module(package, "net/__init__.py"), "util": module(package, "util.py")}
+    lent.update({f"net.{m.rsplit('.', 1)[1]}": sys.modules[m] for m in list(sys.modules)
+                 if m.startswith(f"{package.__name__}.net.")})
+    saved = {key: sys.modules.get(key) for key in lent}
+    sys.modules.update(lent)
+    try:
+        return module(package, f"{name}.py")
+    finally:
+        for key, previous in saved.items():
+            if previous is None:
+                sys.modules.pop(key, None)
+            else:
+                sys.modules[key] = previous
 
 
 @functools.lru_cache(maxsize=1)
 def reference() -> SimpleNamespace:
-    """The reference modules: ``.models``, ``.huffman`` (``net/huffmancoding.py``), ``.util``, ``.AlexNet``."""
-    root = ModuleType(PACKAGE, "the reference solutions under a private name")
-    root.__path__ = [str(SOLUTIONS)]
-    sys.modules.setdefault(PACKAGE, root)
-    net = _load(f"{PACKAGE}.net", SOLUTIONS / "net" / "__init__.py", package_dirs=(SOLUTIONS / "net",))
-    prune = _load(f"{PACKAGE}.net.prune", SOLUTIONS / "net" / "prune.py")
-    saved = {name: sys.modules.get(name) for name in ("net", "net.prune")}
-    sys.modules.update({"net": net, "net.prune": prune})
-    try:
-        models = _load(f"{PACKAGE}.net.models", SOLUTIONS / "net" / "models.py")
-    finally:
-        for name, module in saved.items():
-            if module is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = module
-    huffman = _load(f"{PACKAGE}.net.huffmancoding", SOLUTIONS / "net" / "huffmancoding.py")
-    util = _load(f"{PACKAGE}.util", SOLUTIONS / "util.py")
-    return SimpleNamespace(models=models, huffman=huffman, util=util, AlexNet=models.AlexNet)
+    """The reference modules: ``.models``, ``.prune``, ``.quantization``, ``.huffman``, ``.util``, ``.AlexNet``."""
+    package = load(SOLUTIONS, PACKAGE)
+    models = module(package, MODEL[0])
+    return SimpleNamespace(models=models, prune=module(package, "net/prune.py"),
+                           quantization=module(package, "net/quantization.py"),
+                           huffman=module(package, "net/huffmancoding.py"), util=module(package, "util.py"),
+                           AlexNet=getattr(models, MODEL[1]))
+
+
+@functools.lru_cache(maxsize=1)
+def original_bytes() -> int:
+    """Bytes of the homework's model in float32: what every compression rate is measured against."""
+    import torch
+    with torch.device("meta"):
+        model = reference().AlexNet()
+    return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
 def source_digest() -> str:

@@ -32,7 +32,6 @@ never meets ours.
 import argparse
 import contextlib
 import csv
-import importlib.util
 import io
 import sys
 import tempfile
@@ -40,7 +39,6 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from types import ModuleType
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
@@ -48,13 +46,12 @@ import torch
 import torch.nn as nn
 from sklearn.exceptions import ConvergenceWarning
 
-from grader.reference import PACKAGE, SOLUTIONS, reference
+from grader import homework
+from grader.reference import reference
 from grader.safeload import SubmissionError, load_state_dict
 
 SPARSITIES = (0, 25, 50, 70, 80, 90, 95, 97, 98, 99)
 BITS = tuple(range(1, 9))
-GATE = 58.0
-"""The ranking's accuracy gate, drawn on the plots."""
 MAX_FIT = 20_000
 """k-means is fitted on at most this many values of a layer, then every value gets its nearest
 centroid: sharing dense fc2 exactly takes a minute."""
@@ -76,18 +73,6 @@ class Point:
     weight_bytes: Optional[int] = None   # bytes of this layer's weight in the reference format
     original_bytes: Optional[int] = None
     chosen: bool = False
-
-
-def quantization() -> ModuleType:
-    """The reference ``net/quantization.py``, under a private name (it imports nothing of the handout)."""
-    name = f"{PACKAGE}.net.quantization"
-    if name not in sys.modules:
-        reference()  # creates the private package
-        spec = importlib.util.spec_from_file_location(name, SOLUTIONS / "net" / "quantization.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules[name] = module
-    return sys.modules[name]
 
 
 def load_model(path: str) -> nn.Module:
@@ -112,12 +97,12 @@ def share_weights(weight: np.ndarray, bits: int, max_fit: int = MAX_FIT) -> np.n
     with warnings.catch_warnings():  # k-means warns when a layer has fewer distinct values than clusters
         warnings.simplefilter("ignore", ConvergenceWarning)
         if values.size <= max_fit:
-            shared[nonzero] = quantization().share_values(values, bits)
+            shared[nonzero] = reference().quantization.share_values(values, bits)
             return shared
         strided = np.sort(np.concatenate([values[::max(1, values.size // (8 * max_fit))],
                                           [values.min(), values.max()]]))
         sample = strided[np.linspace(0, strided.size - 1, max_fit).round().astype(np.int64)]
-        centroids = np.unique(quantization().share_values(sample, bits))
+        centroids = np.unique(reference().quantization.share_values(sample, bits))
     nearest = np.searchsorted((centroids[1:] + centroids[:-1]) / 2, values)
     shared[nonzero] = centroids[nearest]
     return shared
@@ -301,7 +286,7 @@ def plot(points: List[Point], scan: str, baseline: float, path: Path) -> None:
         top.scatter([position[p.setting] for p in chosen],
                     [p.subset_accuracy if p.full_accuracy is None else p.full_accuracy for p in chosen],
                     marker="*", s=150, color=line.get_color(), zorder=3)
-    top.axhline(GATE, color="red", linestyle="--", label=f"gate {GATE:g}%")
+    top.axhline(float(homework.GATE), color="red", linestyle="--", label=f"gate {float(homework.GATE):g}%")
     top.axhline(baseline, color="gray", linestyle=":", label="unmodified")
     top.set_ylabel("test accuracy (%)")
     top.legend(ncol=3, fontsize="small")

@@ -202,7 +202,7 @@ def test_format_comes_from_the_content_and_windows_separators_work(tmp_path):
     renamed = tmp_path / "123.rar"  # a zip under a .rar name
     make_zip(renamed, {name.replace("/", "\\"): data for name, data in solution_files().items()})
     found = archives.locate(archives.extract(renamed, tmp_path / "out"))
-    assert (found.net / "prune.py").is_file() and found.pruning.name == "pruning.py"
+    assert (found.net / "prune.py").is_file() and [p.name for p in found.scripts] == ["pruning.py"]
 
 
 # --------------------------------------------------------------------------- finding net/ and pruning.py
@@ -229,16 +229,24 @@ def test_locate_accepts_the_contents_of_net_packed_without_the_folder(tmp_path):
 
 
 @pytest.mark.parametrize("change, reason", [
-    (lambda f: f.pop("pruning.py"), "no pruning.py found"),
-    (lambda f: [f.pop(k) for k in list(f) if k.startswith("net/")], "no net/ folder found"),
+    (lambda f: f.clear(), "none of the homework's files found"),
     (lambda f: f.update({"old/net/prune.py": b"", "old/pruning.py": b""}), "found 2 net/ folders"),
     (lambda f: f.update({"backup/pruning.py": b""}), "found 2 pruning.py files"),
 ])
 def test_locate_says_plainly_what_is_missing_or_ambiguous(tmp_path, change, reason):
     files = solution_files()
     change(files)
+    files.setdefault("README.txt", b"my homework")
     with pytest.raises(Rejected, match=reason):
         archives.prepare(make_zip(tmp_path / "s.zip", files), tmp_path / "work")
+
+
+@pytest.mark.parametrize("left_out", ["pruning.py", "net/"])
+def test_a_submission_missing_a_piece_is_staged_with_what_it_holds(tmp_path, left_out):
+    files = {name: data for name, data in solution_files().items() if not name.startswith(left_out)}
+    submission = archives.prepare(make_zip(tmp_path / "s.zip", files), tmp_path / "work")
+    staged = sorted(p.relative_to(submission).as_posix() for p in submission.rglob("*.py"))
+    assert staged == sorted({"net/__init__.py", *(name for name in files if name.endswith(".py"))})
 
 
 def test_prepare_unpacks_a_folder_holding_one_archive(tmp_path):

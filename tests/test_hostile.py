@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 
 from grader import box
+from grader.homework import STUDENT_FILES
 
 REPO = Path(__file__).resolve().parent.parent
-STUDENT_FILES = ("net/prune.py", "net/quantization.py", "net/huffmancoding.py", "pruning.py")
 SECRET = "grader-test-secret-5b3c"
 ALL = STUDENT_FILES
 

@@ -143,7 +143,7 @@ CLASS = {"alice": 6123, "bob": 7000, "carol": 6123, "dave": 5800, "erin": 9000}
 @pytest.fixture(scope="module")
 def submissions(tmp_path_factory, states):
     """alice and carol: the same sparse model (a tie), bob a denser one, dave at exactly the gate,
-    erin NaN weights, frank a hostile pickle, and a file whose name is not an id."""
+    erin NaN weights, frank a hostile pickle, and two files whose names make the same id."""
     folder = tmp_path_factory.mktemp("submissions")
     save_whole(states["sparse"], folder / "alice.ptmodel")
     torch.save(states["sparse"], folder / "carol.ptmodel")           # a state_dict this time
@@ -153,7 +153,8 @@ def submissions(tmp_path_factory, states):
     broken["fc1.bias"][0] = float("nan")
     torch.save(broken, folder / "erin.ptmodel")
     (folder / "frank.ptmodel").write_bytes((REPO / "tests" / "test_leaderboard.py").read_bytes()[:100])
-    shutil.copy(folder / "alice.ptmodel", folder / "a b.ptmodel")
+    shutil.copy(folder / "alice.ptmodel", folder / "a b.ptmodel")   # both are student "a_b"
+    shutil.copy(folder / "alice.ptmodel", folder / "a_b.ptmodel")
     (folder / "notes.txt").write_text("ignored")
     grades = folder.parent / "grades.csv"
     grades.write_text("student_id,prune,quantize,huffman,code_total,status\n"
@@ -182,10 +183,10 @@ def test_discover_reads_only_plausible_files(tmp_path, monkeypatch):
     (tmp_path / "=cmd().ptmodel").write_bytes(b"x")
     monkeypatch.setattr(safeload, "MAX_FILE_BYTES", 50)
     found, rejected = leaderboard.discover(tmp_path)
-    assert [s.student_id for s in found] == ["ok"]
+    assert [s.student_id for s in found] == ["cmd_", "ok"]  # the id every command derives from "=cmd()"
     assert rejected["twice"] == "invalid: more than one .ptmodel for this student"
     assert "100 bytes" in rejected["big"]
-    assert {"link.ptmodel", "fifo.ptmodel", "_cmd__.ptmodel"} <= set(rejected)
+    assert "regular file" in rejected["link"] and "regular file" in rejected["fifo"]
 
 
 def record_measurements(monkeypatch):
@@ -221,9 +222,9 @@ def test_the_command_writes_every_output(tmp_path, submissions):
     assert by_id["erin"]["status"] == "invalid: fc1.bias contains NaN or Inf values"
     assert by_id["frank"]["status"].startswith("invalid: not a PyTorch file")
     assert by_id["grace"]["status"] == "missing: no .ptmodel submitted"
-    assert by_id["a_b.ptmodel"]["status"].startswith("invalid: the file name must be")
+    assert by_id["a_b"]["status"] == "invalid: more than one .ptmodel for this student"
     assert all(by_id[s]["points"] == "0" and by_id[s]["rank"] == "" for s in
-               ("dave", "erin", "frank", "grace", "a_b.ptmodel"))
+               ("dave", "erin", "frank", "grace", "a_b"))
     assert len(rows) == len(board) == 8
 
     final = {row["student_id"]: row for row in read_csv(out / "final_grades.csv")}
@@ -234,7 +235,7 @@ def test_the_command_writes_every_output(tmp_path, submissions):
     assert final["carol"]["total"] == "10"                                       # carol: ranking only
 
     markdown = (out / "leaderboard.md").read_text()
-    assert "| 1 | alice |" in markdown and "## Not ranked" in markdown and "a_b.ptmodel" in markdown
+    assert "| 1 | alice |" in markdown and "## Not ranked" in markdown and "a_b" in markdown
     page = (out / "leaderboard.html").read_text()
     assert "<svg" in page and "alice" in page and "below the gate" in page
     for forbidden in ("<script", "http://", "https://", "<link", "src="):
@@ -363,10 +364,10 @@ def test_the_page_renders_in_a_headless_browser(published, tmp_path):
 
 def test_the_demo_class_is_built_from_this_repository():
     from grader import demo
-    from grader.publish import STUDENT_ID
+    from grader.homework import STUDENT_ID
     students = demo.demo_class()
     assert [s.student_id for s in students[:2]] == ["demo-reference", "demo-skeleton"]
-    assert len(students) == 2 + len(demo.CLASS_BUGS) and all(STUDENT_ID.match(s.student_id) for s in students)
+    assert len(students) == 2 + len(demo.CLASS_BUGS) and all(STUDENT_ID.fullmatch(s.student_id) for s in students)
     assert all((demo.VARIANTS / s.variant).is_dir() for s in students[2:])
     assert not students[1].shares_weights and students[1].code == REPO / "assignment"
     assert demo.demo_gate(25.35) == "20.00" and demo.demo_gate(12.0) == "10.00"
@@ -383,7 +384,7 @@ def test_a_demo_workspace_holds_the_students_code_and_its_zip_what_the_grader_ne
     assert not (space / "staff").exists() and not (space / "saves").exists()
     archive = demo.package(space, buggy.student_id, tmp_path / "subs")
     with zipfile.ZipFile(archive) as zipped:
-        assert sorted(zipped.namelist()) == sorted(demo.STUDENT_FILES)
+        assert sorted(zipped.namelist()) == sorted(demo.HANDED_IN)
 
 
 def test_the_demo_trains_prunes_and_shares_with_the_students_code_on_tiny_data(tmp_path):

@@ -19,8 +19,8 @@ import pytest
 
 from grader import box
 from grader.suites import PART_POINTS, VISIBILITIES
-from grader.suites.runner import OUTPUT_LIMIT
-from grader.suites.submission import STUDENT_FILES
+from grader.homework import OUTPUT_CHARACTERS
+from grader.homework import STUDENT_FILES
 
 REPO = Path(__file__).resolve().parent.parent
 SOLUTIONS, ASSIGNMENT, VARIANTS = REPO / "solutions", REPO / "assignment", REPO / "grader" / "variants"
@@ -261,7 +261,7 @@ def test_a_crash_costs_only_the_tests_that_crash_and_output_is_capped(runs):
                                    "test_decode_reads_documented_streams": 0, "test_round_trip": 0,
                                    "test_whole_model": 0}
     for test in run.tests:
-        assert len(test["output"]) < OUTPUT_LIMIT + 100
+        assert len(test["output"]) < OUTPUT_CHARACTERS + 100
         if test["score"] > 0:
             assert "Your code printed" not in test["output"]  # printing is shown only with a failure
         elif "whole_model" in test["name"]:  # after two crashes, the box still answers: with zeros

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from net.prune import PruningModule
+from .prune import PruningModule
 
 NUM_CLASSES = 10
 

@@ -11,8 +11,5 @@ from pathlib import Path
 SUITES_DIR = Path(__file__).resolve().parent
 REPO = SUITES_DIR.parent.parent
 
-PART_POINTS = {"prune": 70.0, "quantize": 10.0, "huffman": 10.0}
-"""Maximum score of each graded part; the tests' points add up to these."""
-
 VISIBILITIES = ("visible", "hidden", "after_published")
 DEFAULT_VISIBILITY = "after_published"

@@ -9,10 +9,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from grader.worker.models import LAYERS
-
-CONV_LAYERS = [name for name in LAYERS if name.startswith("conv")]
-FC_LAYERS = [name for name in LAYERS if name.startswith("fc")]
 
 
 def snapshot(model: nn.Module) -> Dict[str, torch.Tensor]:

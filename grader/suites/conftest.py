@@ -6,10 +6,8 @@ it with ``--submission``. The student's code runs only in the box that the
 never imports it, so collecting the tests (``runner --list``) and scoring
 them cannot be touched by it.
 """
-import importlib.util
 import json
 import random
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ import pytest
 import torch
 
 from grader.box import Box, Limits
+from grader.reference import load, module
 from grader.suites import REPO
 from grader.suites.student import Student
 
@@ -53,20 +52,10 @@ def student(student_session) -> Student:
 
 @pytest.fixture(scope="session")
 def reference(request):
-    """Loads a reference module by its path, e.g. ``reference("net/huffmancoding.py")``."""
-    folder = Path(request.config.getoption("--reference"))
-    return lambda relative: load_reference(folder, relative)
-
-
-def load_reference(reference: Path, relative: str):
-    """Load a reference module under a private name (the judge's own copy, never the student's)."""
-    name = "_grader_reference_" + relative.replace("/", "_")[:-3]
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(reference) / relative)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    """Loads a reference module by its path, e.g. ``reference("net/huffmancoding.py")``: the judge's own copy
+    (``--reference``) under a private name, never the student's."""
+    package = load(Path(request.config.getoption("--reference")), "_grader_judge_reference")
+    return lambda relative: module(package, relative)
 
 
 @pytest.fixture(autouse=True)

@@ -26,13 +26,12 @@ from typing import List, Optional, Tuple
 
 import pytest
 
-from grader.box import Limits
+from grader.homework import OUTPUT_CHARACTERS, Limits
 from grader.files import write_atomic
-from grader.suites import DEFAULT_VISIBILITY, PART_POINTS, REPO, SUITES_DIR, VISIBILITIES
+from grader.homework import PART_POINTS
+from grader.suites import DEFAULT_VISIBILITY, REPO, SUITES_DIR, VISIBILITIES
 from grader.suites.submission import assemble
 
-OUTPUT_LIMIT = 4000
-"""Characters of student-facing output kept per test."""
 JUDGE_GRACE = 120.0
 """pytest-timeout's limit per test, beyond the box's own: only a fault of the judge itself can reach it."""
 AUTOLOAD = "PYTEST_DISABLE_PLUGIN_AUTOLOAD"
@@ -49,7 +48,7 @@ def test_info(item) -> dict:
     return {"name": item.nodeid, "part": part.args[0], "todo": points.kwargs["todo"], "max_score": max_score}
 
 
-def truncate(text: str, limit: int = OUTPUT_LIMIT) -> str:
+def truncate(text: str, limit: int = OUTPUT_CHARACTERS) -> str:
     return text if len(text) <= limit else text[:limit] + f"\n... ({len(text) - limit} more characters cut)"
 
 

@@ -19,11 +19,10 @@ import torch
 import torch.nn as nn
 
 from grader.box import Box, BoxFailure
+from grader.homework import PRINTED_CHARACTERS
 from grader.worker.protocol import Arrays
 
 Tensors = Dict[str, torch.Tensor]
-PRINT_LIMIT = 1000
-"""Characters of what the student's code printed that are shown with a failure."""
 SAFE_NAME_CHARACTERS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 
@@ -54,12 +53,12 @@ class Student:
 
     @property
     def printed(self) -> str:
-        """The first ``PRINT_LIMIT`` characters the student's code printed during this test."""
+        """The first ``PRINTED_CHARACTERS`` characters the student's code printed during this test."""
         return self.kept + (f"\n... ({self.dropped} more characters)" if self.dropped else "")
 
     def _record_printed(self, answer: dict) -> None:
         text, more = str(answer.get("printed", "")), answer.get("printed_more", 0)
-        room = max(PRINT_LIMIT - len(self.kept), 0)
+        room = max(PRINTED_CHARACTERS - len(self.kept), 0)
         self.kept += text[:room]
         self.dropped += max(len(text) - room, 0) + (more if isinstance(more, int) and more > 0 else 0)
 

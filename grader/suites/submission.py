@@ -1,6 +1,6 @@
 """The folder a submission is graded in: the student's files and the provided ones.
 
-A submission holds the four files of ``STUDENT_FILES``. The grader adds the
+A submission holds the files of ``STUDENT_FILES`` (``grader/homework.py``). The grader adds the
 files the homework provides (``PROVIDED_FILES``) from the reference
 solutions, so a student's edits to them (or their absence) never matter.
 The student's ``net/models.py`` is not used: the suites build their own
@@ -11,8 +11,8 @@ import shutil
 from pathlib import Path
 from typing import List
 
-STUDENT_FILES = ("net/prune.py", "net/quantization.py", "net/huffmancoding.py", "pruning.py")
-PROVIDED_FILES = ("util.py", "net/__init__.py", "net/models.py")
+from grader.homework import PROVIDED_FILES, STUDENT_FILES
+
 REFERENCE_FILES = PROVIDED_FILES + ("net/quantization.py", "net/huffmancoding.py")
 """What the reference folder must hold: the provided files and the two modules the suites compare with."""
 

@@ -6,8 +6,8 @@ Each TODO is graded on its own: the tests of ``prune_by_std`` and
 """
 import pytest
 
-from grader.suites.common import (CONV_LAYERS, FC_LAYERS, LAYERS, fail_if, percentile_band, pruning_problems,
-                                  snapshot, std_band, unchanged_problems)
+from grader.homework import CONV_LAYERS, FC_LAYERS, LAYERS
+from grader.suites.common import fail_if, percentile_band, pruning_problems, snapshot, std_band, unchanged_problems
 from grader.worker.models import small_alexnet
 
 pytestmark = pytest.mark.part("prune")

@@ -5,65 +5,87 @@ same classes (on the student's ``PruningModule`` where the test needs it)
 and loads those weights into them. Nothing here is secret: it is the
 homework's AlexNet at a toy size, so tests run in milliseconds.
 """
-from typing import Dict, Mapping
+import functools
+from typing import Callable, Dict, Mapping, Tuple
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# The eight layers of the homework's AlexNet, with the same names but tiny
-# sizes (a student who hard-codes the layer names still gets every layer).
-# Kn != Ch in most layers, so a transposed slice order shows.
-LAYERS = {
-    "conv1": lambda: nn.Conv2d(3, 4, kernel_size=3, stride=2, padding=1),  # 32x32 -> 16x16 -> pool 8x8
-    "conv2": lambda: nn.Conv2d(4, 6, kernel_size=3, padding=1),            # 8x8 -> pool 4x4
-    "conv3": lambda: nn.Conv2d(6, 5, kernel_size=3, padding=1),
-    "conv4": lambda: nn.Conv2d(5, 4, kernel_size=3, padding=1),
-    "conv5": lambda: nn.Conv2d(4, 4, kernel_size=3, padding=1),            # 4x4 -> pool 2x2
-    "fc1": lambda: nn.Linear(16, 12),
-    "fc2": lambda: nn.Linear(12, 8),
-    "fc3": lambda: nn.Linear(8, 10),
-}
+from grader.homework import CONV_LAYERS, FC_LAYERS, LAYERS
+
+# The homework's layers with the same names but tiny sizes (a student who
+# hard-codes the layer names still gets every layer). Output channels differ
+# from input channels in most layers, so a transposed slice order shows.
+CONV_CHANNELS = (4, 6, 5, 4, 4)
+FC_WIDTHS = (12, 8)
+NUM_CLASSES = 10
 
 # Very different weight scales per layer: one threshold for the whole model
 # (instead of one per layer) prunes some layers far too much, others not at all.
-WEIGHT_SCALES = {"conv1": 1.0, "conv2": 0.05, "conv3": 3.0, "conv4": 0.2, "conv5": 0.5,
-                 "fc1": 0.01, "fc2": 2.0, "fc3": 0.1}
+CONV_SCALES = (1.0, 0.05, 3.0, 0.2, 0.5)
+FC_SCALES = (0.01, 2.0, 0.1)
 BIAS_FACTOR = 5.0
 """Biases are this many times larger than their layer's weights, so a std taken from the bias shows."""
+
+
+def _sizes() -> Dict[str, Tuple[Callable[[], nn.Module], float]]:
+    """Each layer's constructor and weight scale. The convolutions run on 32x32 images: the first has stride 2,
+    and the first, second and last are followed by 2x2 max-pooling (``forward`` below)."""
+    convs, fcs = CONV_LAYERS, FC_LAYERS
+    made, channels, side = {}, 3, 32
+    for i, name in enumerate(convs):
+        out = CONV_CHANNELS[i % len(CONV_CHANNELS)]
+        made[name] = (functools.partial(nn.Conv2d, channels, out, kernel_size=3, stride=1 + (i == 0), padding=1),
+                      CONV_SCALES[i % len(CONV_SCALES)])
+        channels, side = out, side // (2 if i == 0 else 1) // (2 if _pooled(i, len(convs)) else 1)
+    features = channels * side * side
+    for j, name in enumerate(fcs):
+        out = NUM_CLASSES if j == len(fcs) - 1 else FC_WIDTHS[j % len(FC_WIDTHS)]
+        made[name] = functools.partial(nn.Linear, features, out), FC_SCALES[j % len(FC_SCALES)]
+        features = out
+    return made
+
+
+def _pooled(index: int, count: int) -> bool:
+    return index in (0, 1, count - 1)
+
 
 CONV_SHAPE = (6, 4, 3, 2)
 """Kn, Ch, H, W of the weight-sharing tests' conv layer: all different, so a wrong order of the positions shows."""
 
 
 def small_alexnet(base: type = nn.Module, seed: int = 0, trainable: bool = False) -> nn.Module:
-    """An eight-layer AlexNet look-alike (same layer names, ~2,000 weights) that runs on 32x32 images.
+    """The homework's model at a toy size (same layer names, ~2,000 weights) that runs on 32x32 images.
 
     ``base`` is the class it derives from (the student's ``PruningModule``
     for the pruning tests). Weights are drawn from ``seed``: per-layer scales
-    of ``WEIGHT_SCALES``, or He initialisation when ``trainable`` is set.
+    of ``CONV_SCALES``/``FC_SCALES``, or He initialisation when ``trainable`` is set.
     """
+    sizes = _sizes()
 
     class SmallAlexNet(base):
         def __init__(self) -> None:
             super().__init__()
-            for name, make in LAYERS.items():
+            for name, (make, _) in sizes.items():
                 setattr(self, name, make())
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            x = F.max_pool2d(F.relu(self.conv1(x)), 2)
-            x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-            x = F.relu(self.conv4(F.relu(self.conv3(x))))
-            x = torch.flatten(F.max_pool2d(F.relu(self.conv5(x)), 2), 1)
-            return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x)))))
+            for i, name in enumerate(CONV_LAYERS):
+                x = F.relu(getattr(self, name)(x))
+                x = F.max_pool2d(x, 2) if _pooled(i, len(CONV_LAYERS)) else x
+            x = torch.flatten(x, 1)
+            for name in FC_LAYERS[:-1]:
+                x = F.relu(getattr(self, name)(x))
+            return getattr(self, FC_LAYERS[-1])(x)
 
     model = SmallAlexNet()
     rng = np.random.default_rng(seed)
     for name in LAYERS:
         layer = getattr(model, name)
         fan_in = layer.weight[0].numel()
-        scale = (2.0 / fan_in) ** 0.5 if trainable else WEIGHT_SCALES[name]
+        scale = (2.0 / fan_in) ** 0.5 if trainable else sizes[name][1]
         layer.weight.data = normal(rng, scale, layer.weight.shape)
         layer.bias.data = normal(rng, 0.1 if trainable else BIAS_FACTOR * scale, layer.bias.shape)
     return model

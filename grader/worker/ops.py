@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from grader.homework import PARTS, STUDENT_FILES
 from grader.worker.models import SGD, ConvAndFc, correct_prune, load_weights, small_alexnet
 
 Arrays = Dict[str, np.ndarray]
@@ -45,11 +46,19 @@ def describe_exception(error: BaseException) -> str:
     return text
 
 
+def missing_file(relative: str) -> str:
+    """What a student reads when a test needs a file they did not hand in."""
+    todos = [todo.split(": ", 1)[1] for part in PARTS for todo in part.todos if todo.startswith(relative + ":")]
+    holds = f" (it holds the TODOs {', '.join(todos)})" if todos else ""
+    return (f"{relative} is missing from your submission{holds}: hand it in with the rest "
+            f"({', '.join(STUDENT_FILES)}) to get these points")
+
+
 def load(dotted: str):
     """Import the student's ``dotted`` module (``"net.prune"``, ``"pruning"``...) or raise ``StudentError``."""
     relative = dotted.replace(".", "/") + ".py"
     if not (STUDENT / relative).is_file():
-        raise StudentError(f"{relative} is missing from your submission")
+        raise StudentError(missing_file(relative))
     try:
         return importlib.import_module(dotted)
     except SystemExit as stop:

@@ -33,11 +33,10 @@ import time
 from pathlib import Path
 from typing import List, Tuple
 
+from grader.homework import PRINTED_CHARACTERS
 from grader.worker import protocol
 
 PRELOAD = ("numpy", "torch", "scipy.sparse", "sklearn.cluster", "tqdm")
-PRINT_LIMIT = 1000
-"""Characters of what the student's code printed that go back with an answer."""
 PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 4, 36
 
 
@@ -116,7 +115,7 @@ def child(write: int, header: dict, arrays: dict, limits: dict) -> None:
         random.seed(0)
         np.random.seed(0)
         torch.manual_seed(0)
-        printed = Bounded(PRINT_LIMIT)
+        printed = Bounded(PRINTED_CHARACTERS)
         sys.stdout = sys.stderr = printed
         answer, answer_arrays = ops.answer(header, arrays)
         sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
