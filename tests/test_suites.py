@@ -231,6 +231,13 @@ def test_every_variant_applies_to_the_current_solutions_and_changes_them():
         compile(files[bug.file], f"{name}/{bug.file}", "exec")
 
 
+def test_the_guide_lists_every_variant_with_its_part():
+    guide = (REPO / "docs" / "GRADING-SUITES.md").read_text()
+    section = guide.split("## Buggy variants")[1].split("\n## ")[0]
+    rows = re.findall(r"^\| `(\w+)` \| (\w+) \|", section, re.MULTILINE)
+    assert sorted(rows) == sorted((name, variants.bug(name).part) for name in variants.names())
+
+
 @pytest.mark.parametrize("copies", [0, 2])
 def test_a_variant_whose_anchor_drifted_fails_loudly_naming_the_bug_file_and_anchor(tmp_path, copies):
     bug = variants.bug("prune_le_threshold")
@@ -238,7 +245,7 @@ def test_a_variant_whose_anchor_drifted_fails_loudly_naming_the_bug_file_and_anc
     drifted = tmp_path / bug.file
     drifted.parent.mkdir(parents=True)
     drifted.write_text((SOLUTIONS / bug.file).read_text().replace(anchor, "") + anchor * copies)
-    expected = rf"'prune_le_threshold'.*{re.escape(repr(anchor))} in solutions/{bug.file}.*{copies} times"
+    expected = rf"'prune_le_threshold'.*{re.escape(repr(anchor))} in the solution's {bug.file}.*{copies} times"
     with pytest.raises(variants.AnchorError, match=expected):
         variants.apply(bug.name, tmp_path / "submission", solutions=tmp_path)
     assert not (tmp_path / "submission").exists()
