@@ -3,8 +3,8 @@
     python -m grader demo [--data-dir D] [--out DIR] [--jobs N]
 
 1. **A class of five.** The reference solutions, the untouched handout
-   skeleton, and three realistic buggy variants (the solutions with the
-   files of ``grader/variants/<bug>/`` dropped in). Each student hands in
+   skeleton, and three realistic buggy variants (the solutions with one bug
+   of ``grader/variants.py`` planted in them). Each student hands in
    ``<id>.zip`` (``net/`` and ``pruning.py``) and ``<id>.ptmodel``.
 2. **Short training runs.** One initial AlexNet is trained with the
    reference code (every student's initial training is the same code with
@@ -34,10 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
-from grader import homework
+from grader import homework, variants
 
 REPO = Path(__file__).resolve().parent.parent
-VARIANTS = REPO / "grader" / "variants"
 HANDED_IN = tuple(sorted(set(homework.STUDENT_FILES) | {f for f in homework.PROVIDED_FILES if f.startswith("net/")}))
 """What a student zips: the handout's ``net/`` folder and ``pruning.py``."""
 IGNORED = shutil.ignore_patterns("saves", "data", "encodings", "__pycache__", "staff", "tests", "log.txt")
@@ -80,29 +79,22 @@ CLASS_BUGS = ("prune_without_abs", "percentile_global", "kmeans_on_zeros")
 
 def demo_class(solutions: Path = REPO / "solutions", skeleton: Path = REPO / "assignment",
                bugs: Sequence[str] = CLASS_BUGS) -> List[Student]:
-    """The five students; a bug whose variant folder is missing is left out."""
+    """The five students: the reference, the skeleton, and the solutions with each of ``bugs`` planted."""
     students = [Student("demo-reference", "the reference solutions", solutions),
                 Student("demo-skeleton", "the untouched handout skeleton (hands in its retrained model: "
                                          "its k-means on unpruned fc2 would take ~10 min)", skeleton,
                         shares_weights=False)]
-    for bug in bugs:
-        described = VARIANTS / bug / "bug.json"
-        if described.is_file():
-            text = json.loads(described.read_text()).get("description", bug)
-            students.append(Student(f"demo-{bug.replace('_', '-')}", f"bug: {text}", solutions, bug))
-    return students
+    return students + [Student(f"demo-{bug.replace('_', '-')}", f"bug: {variants.bug(bug).description}", solutions, bug)
+                       for bug in bugs]
 
 
 def make_workspace(student: Student, folder: Path) -> Path:
-    """A copy of the student's code (the variant's files over the solutions' ones) in ``folder``."""
+    """A copy of the student's code in ``folder``, with the student's bug planted in it."""
     if folder.exists():
         shutil.rmtree(folder)
     shutil.copytree(student.code, folder, ignore=IGNORED)
     if student.variant:
-        for source in (VARIANTS / student.variant).rglob("*.py"):
-            target = folder / source.relative_to(VARIANTS / student.variant)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target)
+        variants.apply(student.variant, folder, solutions=student.code)
     return folder
 
 

@@ -31,7 +31,7 @@ def test_bundle_holds_scripts_judge_box_worker_suites_solutions_and_pinned_requi
             "grader/box.py", "grader/judge.py", "grader/worker/serve.py", "grader/worker/ops.py",
             "grader/worker/protocol.py", "grader/archives.py", "grader/grade.py", "solutions/util.py",
             "solutions/net/prune.py"} <= names
-    assert "grader/sandbox.py" not in names and not any(name.startswith("grader/variants/") for name in names)
+    assert "grader/sandbox.py" not in names and "grader/variants.py" not in names
     assert not any("__pycache__" in name or name.endswith(".pyc") for name in names)
     assert modes["run_autograder"] & 0o111 and modes["setup.sh"] & 0o111
     assert "torch==" in requirements and "scikit-learn==" in requirements and "pytest-timeout==" in requirements

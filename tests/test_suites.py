@@ -8,6 +8,7 @@ test needs one.
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,14 +18,13 @@ from typing import List, NamedTuple, Optional
 
 import pytest
 
-from grader import box
+from grader import box, variants
 from grader.suites import PART_POINTS, VISIBILITIES
 from grader.homework import OUTPUT_CHARACTERS
 from grader.homework import STUDENT_FILES
 
 REPO = Path(__file__).resolve().parent.parent
-SOLUTIONS, ASSIGNMENT, VARIANTS = REPO / "solutions", REPO / "assignment", REPO / "grader" / "variants"
-VARIANT_NAMES = sorted(path.name for path in VARIANTS.iterdir() if (path / "bug.json").is_file())
+SOLUTIONS, ASSIGNMENT = REPO / "solutions", REPO / "assignment"
 RUNNER = [sys.executable, "-m", "grader.suites.runner"]
 ISOLATION = box.strongest_level()[0]
 """The box every run uses: bubblewrap where it works, as ``grade`` would choose."""
@@ -74,15 +74,14 @@ class Run(NamedTuple):
     tests: Optional[List[dict]]
 
 
-def make_submission(folder: Path, base: Path = SOLUTIONS, overlay: Path = None) -> Path:
-    """Copy the student files of ``base`` into ``folder``, then those of ``overlay`` over them."""
+def make_submission(folder: Path, base: Path = SOLUTIONS, variant: Optional[str] = None) -> Path:
+    """Copy the student files of ``base`` into ``folder``, then plant the buggy ``variant`` in them."""
     for relative in STUDENT_FILES:
         target = folder / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(base / relative, target)
-    if overlay is not None:
-        for source in overlay.rglob("*.py"):
-            shutil.copyfile(source, folder / source.relative_to(overlay))
+    if variant is not None:
+        variants.apply(variant, folder)
     return folder
 
 
@@ -139,10 +138,9 @@ def runs(tmp_path_factory):
     runs = Runs(root)
     runs.start("reference", SOLUTIONS, fork=False)
     runs.start("skeleton", ASSIGNMENT)
-    for name in VARIANT_NAMES:
-        part = json.loads((VARIANTS / name / "bug.json").read_text())["part"]
-        submission = make_submission(root / "variants" / name, overlay=VARIANTS / name)
-        runs.start(name, submission, ["--part", part])
+    for name in variants.names():
+        submission = make_submission(root / "variants" / name, variant=name)
+        runs.start(name, submission, ["--part", variants.bug(name).part])
     runs.start("kmeans_random_init again", root / "variants" / "kmeans_random_init", ["--part", "quantize"])
     for name, (appended, options) in HOSTILE.items():
         submission = make_submission(root / "hostile" / name)
@@ -206,28 +204,56 @@ def test_skeleton_scores_zero_on_every_todo(runs, listed):
     assert {test["todo"] for test in run.tests} == {test["todo"] for test in listed}
 
 
-@pytest.mark.parametrize("name", VARIANT_NAMES)
+@pytest.mark.parametrize("name", variants.names())
 def test_variant_loses_points(runs, name):
-    bug = json.loads((VARIANTS / name / "bug.json").read_text())
+    bug = variants.bug(name)
     run = runs[name]
     assert run.returncode == 0, run.stderr  # a variant that crashes its box still gets every test scored
-    assert {test["part"] for test in run.tests} == {bug["part"]}
+    assert {test["part"] for test in run.tests} == {bug.part}
     lost = [test for test in run.tests if test["score"] < test["max_score"]]
-    file, function = bug["todo"].split(": ")[0], bug["todo"].split(": ")[1].split(" ")[0]
-    assert any(test["todo"].startswith(file) and function in test["todo"] for test in lost), \
-        f"no test of {bug['todo']} failed: {[test['name'] for test in lost]}"
-    assert totals(run.tests)[bug["part"]] < PART_POINTS[bug["part"]]
+    function = bug.todo.split(": ")[1].split(" ")[0]
+    assert any(test["todo"].startswith(bug.file) and function in test["todo"] for test in lost), \
+        f"no test of {bug.todo} failed: {[test['name'] for test in lost]}"
+    assert totals(run.tests)[bug.part] < PART_POINTS[bug.part]
     for test in lost:  # the message is for students: no traceback, no line of the suites
         assert "Failed: " in test["output"] and "Traceback" not in test["output"]
         assert "grader/suites" not in test["output"] and "assert " not in test["output"]
 
 
-def test_variants_are_changed_copies_of_the_solutions():
-    for name in VARIANT_NAMES:
-        files = [path.relative_to(VARIANTS / name) for path in (VARIANTS / name).rglob("*.py")]
-        assert files and all(str(relative) in STUDENT_FILES for relative in files), name
-        for relative in files:
-            assert (VARIANTS / name / relative).read_text() != (SOLUTIONS / relative).read_text()
+def test_every_variant_applies_to_the_current_solutions_and_changes_them():
+    assert len(set(variants.names())) == len(variants.names())
+    for name in variants.names():
+        bug = variants.bug(name)
+        assert bug.part in PART_POINTS and bug.file in STUDENT_FILES and bug.description, name
+        files = variants.variant_files(name)  # raises AnchorError if an edit no longer matches exactly once
+        assert list(files) == [bug.file], name
+        assert files[bug.file] != (SOLUTIONS / bug.file).read_text(), name
+        compile(files[bug.file], f"{name}/{bug.file}", "exec")
+
+
+def test_the_guide_lists_every_variant_with_its_part():
+    guide = (REPO / "docs" / "GRADING-SUITES.md").read_text()
+    section = guide.split("## Buggy variants")[1].split("\n## ")[0]
+    rows = re.findall(r"^\| `(\w+)` \| (\w+) \|", section, re.MULTILINE)
+    assert sorted(rows) == sorted((name, variants.bug(name).part) for name in variants.names())
+
+
+@pytest.mark.parametrize("copies", [0, 2])
+def test_a_variant_whose_anchor_drifted_fails_loudly_naming_the_bug_file_and_anchor(tmp_path, copies):
+    bug = variants.bug("prune_le_threshold")
+    anchor = bug.edits[0][0]
+    drifted = tmp_path / bug.file
+    drifted.parent.mkdir(parents=True)
+    drifted.write_text((SOLUTIONS / bug.file).read_text().replace(anchor, "") + anchor * copies)
+    expected = rf"'prune_le_threshold'.*{re.escape(repr(anchor))} in the solution's {bug.file}.*{copies} times"
+    with pytest.raises(variants.AnchorError, match=expected):
+        variants.apply(bug.name, tmp_path / "submission", solutions=tmp_path)
+    assert not (tmp_path / "submission").exists()
+
+
+def test_an_unknown_variant_is_refused_with_the_known_names():
+    with pytest.raises(KeyError, match="no buggy variant 'no_such_bug'.*prune_le_threshold"):
+        variants.variant_files("no_such_bug")
 
 
 def test_scores_are_deterministic(runs):
