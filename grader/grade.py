@@ -36,19 +36,125 @@ import sys
 import tempfile
 import time
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
+from grader import archives, box, homework, judge
 from grader.files import write_atomic
-from grader import archives, box, judge
+from grader.homework import Limits
 
 REPO = Path(__file__).resolve().parent.parent
-PARTS = ("prune", "quantize", "huffman")
+PARTS = homework.PART_NAMES
 VISIBILITIES = {"hidden", "after_due_date", "after_published", "visible"}
 CSV_FIELDS = ["student_id", *PARTS, "code_total", "status", "isolation"]
-VERSIONED = ("grader/suites", "grader/worker", "grader/box.py", "grader/judge.py", "grader/files.py")
+VERSIONED = ("grader/suites", "grader/worker", "grader/box.py", "grader/judge.py", "grader/files.py",
+             "grader/homework.py", "grader/reference.py")
 """What decides a score, besides the reference solutions and the limits (see ``grader_version``)."""
+
+
+class GradingError(Exception):
+    """A grading run cannot start (no sandbox, no tests...); the message says why and what to do."""
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class TestResult:
+    """One scored test, as the judge reported it and the grader clamped it."""
+    name: str
+    part: str
+    todo: str
+    score: float
+    max_score: float
+    output: str = ""
+    visibility: str = "visible"
+
+    @property
+    def status(self) -> str:
+        return "passed" if self.score >= self.max_score else "failed"
+
+    def to_gradescope(self) -> dict:
+        return {"name": self.name, "score": self.score, "max_score": self.max_score, "status": self.status,
+                "output": self.output, "visibility": self.visibility, "tags": [self.part, self.todo],
+                "extra_data": {"part": self.part, "todo": self.todo}}
+
+
+@dataclass(frozen=True)
+class Results:
+    """One student's graded submission: what ``results/<id>.json`` holds (Gradescope's format, plus
+    ``extra_data``), what feedback and grades.csv are made from."""
+    student_id: str
+    submission: str
+    sha256: str
+    grader_version: str
+    status: str
+    isolation: str
+    tests: Tuple[TestResult, ...] = ()
+    missing: Tuple[str, ...] = ()
+    """Student files the submission did not hold."""
+
+    @property
+    def parts(self) -> Dict[str, float]:
+        return {part: sum(t.score for t in self.tests if t.part == part) for part in PARTS}
+
+    @property
+    def maxima(self) -> Dict[str, float]:
+        return {part: sum(t.max_score for t in self.tests if t.part == part) for part in PARTS}
+
+    @property
+    def score(self) -> float:
+        return sum(self.parts.values())
+
+    @property
+    def max_score(self) -> float:
+        return sum(self.maxima.values())
+
+    def summary(self) -> str:
+        parts = ", ".join(f"{part} {self.parts[part]:g}/{self.maxima[part]:g}" for part in PARTS)
+        lines = [f"Code: {self.score:g}/{self.max_score:g} points ({parts}). Status: {self.status}"]
+        if self.missing:
+            lines.append(f"Missing from the submission: {', '.join(self.missing)}; the tests of their TODOs "
+                         f"score 0. Hand in {', '.join(homework.STUDENT_FILES)}.")
+        return "\n".join(lines)
+
+    def to_gradescope(self) -> dict:
+        return {"score": self.score, "max_score": self.max_score, "output": self.summary(),
+                "visibility": "visible", "stdout_visibility": "hidden",
+                "tests": [t.to_gradescope() for t in self.tests],
+                "extra_data": {"student_id": self.student_id, "submission": self.submission, "sha256": self.sha256,
+                               "grader_version": self.grader_version, "status": self.status, "parts": self.parts,
+                               "missing": list(self.missing), "isolation": self.isolation,
+                               "sandbox": box.describe(self.isolation) if self.isolation else ""}}
+
+    @classmethod
+    def from_json(cls, document: dict) -> "Results":
+        """The results a ``to_gradescope()`` document holds; ``ValueError`` when it is damaged."""
+        try:
+            extra = document["extra_data"]
+            tests = tuple(TestResult(name=str(t["name"]), part=str(t["extra_data"]["part"]),
+                                     todo=str(t["extra_data"]["todo"]), score=float(t["score"]),
+                                     max_score=float(t["max_score"]), output=str(t.get("output", "")),
+                                     visibility=str(t.get("visibility", "visible")))
+                          for t in document["tests"])
+            results = cls(str(extra["student_id"]), str(extra["submission"]), str(extra["sha256"]),
+                          str(extra["grader_version"]), str(extra["status"]), str(extra.get("isolation", "")),
+                          tests, tuple(map(str, extra.get("missing", ()))))
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise ValueError(f"not a results document ({type(error).__name__}: {error})") from None
+        if not all(math.isfinite(t.score) and 0 <= t.score <= t.max_score and t.part in PARTS for t in tests):
+            raise ValueError("a test's score is not a number between 0 and its maximum, or its part is unknown")
+        return results
+
+    @classmethod
+    def read(cls, path: Path) -> "Results":
+        """The results stored at ``path``; ``ValueError`` when the file is unreadable or damaged."""
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise ValueError(f"{path.name} cannot be read ({type(error).__name__})") from None
+        return cls.from_json(document)
 
 
 @dataclass(frozen=True)
@@ -57,7 +163,7 @@ class Setup:
     tests: Tuple[dict, ...]
     """The runner's ``--list``: name, part, todo, max_score of every test."""
     version: str
-    limits: box.Limits = box.Limits()
+    limits: Limits = Limits()
     archive_limits: archives.Limits = archives.Limits()
     isolation: str = "bwrap"
     preload: Tuple[str, ...] = judge.DEFAULT_PRELOAD
@@ -72,14 +178,14 @@ def list_tests() -> Tuple[dict, ...]:
     done = subprocess.run([sys.executable, "-m", "grader.suites.runner", "--list"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
-        raise RuntimeError(f"listing the tests failed:\n{done.stderr.strip()}")
+        raise GradingError(f"listing the tests failed:\n{done.stderr.strip()}")
     tests = tuple(json.loads(done.stdout))
     if not tests or any(t.get("part") not in PARTS for t in tests):
-        raise RuntimeError("listing the tests gave no tests or an unknown part")
+        raise GradingError("listing the tests gave no tests or an unknown part")
     return tests
 
 
-def grader_version(limits: box.Limits, archive_limits: archives.Limits, repo: Path = REPO) -> str:
+def grader_version(limits: Limits, archive_limits: archives.Limits, repo: Path = REPO) -> str:
     """A hash of everything that decides a score: the suites, the box, the reference solutions and the limits."""
     from grader.assign import source_files
     digest = hashlib.sha256(json.dumps([asdict(limits), asdict(archive_limits)], sort_keys=True).encode())
@@ -98,7 +204,7 @@ def find_submissions(folder: Path) -> Tuple[Dict[str, List[Path]], List[Path]]:
         if entry.name.startswith(".") or archives.is_junk([entry.name]):
             continue
         if entry.is_dir() or (entry.is_file() and archives.archive_suffix(entry)):
-            found.setdefault(safe_id(archives.student_id(entry)), []).append(entry)
+            found.setdefault(homework.student_id(archives.student_id(entry)), []).append(entry)
         else:
             ignored.append(entry)
     return found, ignored
@@ -109,48 +215,27 @@ def submission_hash(sources: Sequence[Path]) -> str:
     return "+".join(archives.content_hash(p) for p in sources)
 
 
-def safe_id(student: str) -> str:
-    """The id as used in file names and the CSV: odd characters become ``_``."""
-    return re.sub(r"[^\w.\-+@() ]", "_", student).strip() or "_"
-
-
 # --------------------------------------------------------------------------- one student
 
 
-def _entry(spec: dict, score: float, output: str, visibility: str = "visible") -> dict:
-    return {"name": spec["name"], "score": score, "max_score": spec["max_score"],
-            "status": "passed" if score >= spec["max_score"] else "failed", "output": output,
-            "visibility": visibility, "tags": [spec["part"], spec["todo"]]}
-
-
-def _results(student: str, source: Path, digest: str, setup: Setup, tests: List[dict], status: str) -> dict:
-    """A results.json document from the scored ``tests`` (in the order of the test list)."""
-    parts = {part: sum(t["score"] for t in tests if t["tags"][0] == part) for part in PARTS}
-    maxima = {part: sum(spec["max_score"] for spec in setup.tests if spec["part"] == part) for part in PARTS}
-    score = sum(parts.values())
-    summary = ", ".join(f"{part} {parts[part]:g}/{maxima[part]:g}" for part in PARTS)
-    return {"score": score, "max_score": sum(maxima.values()),
-            "output": f"Code: {score:g}/{sum(maxima.values()):g} points ({summary}). Status: {status}",
-            "visibility": "visible", "stdout_visibility": "hidden", "tests": tests,
-            "extra_data": {"student_id": student, "submission": source.name, "sha256": digest,
-                           "grader_version": setup.version, "status": status, "parts": parts,
-                           "isolation": setup.isolation, "sandbox": box.describe(setup.isolation)}}
-
-
-def _not_graded(student: str, source: Path, digest: str, setup: Setup, status: str) -> dict:
+def _not_graded(student: str, source: Path, digest: str, setup: Setup, status: str) -> Results:
     """Results with 0 points everywhere, for a submission that could not be graded."""
-    tests = [_entry(spec, 0.0, f"Not graded: {status}") for spec in setup.tests]
-    return _results(student, source, digest, setup, tests, status)
+    tests = tuple(_test(spec, 0.0, f"Not graded: {status}") for spec in setup.tests)
+    return Results(student, source.name, digest, setup.version, status, setup.isolation, tests)
 
 
-def _score(setup: Setup, recorded: List[dict]) -> List[dict]:
-    """One entry per listed test, from the judge's own scores: finite, within [0, max]; a missing test scores 0."""
+def _test(spec: dict, score: float, output: str, visibility: str = "visible") -> TestResult:
+    return TestResult(spec["name"], spec["part"], spec["todo"], score, float(spec["max_score"]), output, visibility)
+
+
+def _score(setup: Setup, recorded: List[dict]) -> Tuple[TestResult, ...]:
+    """One result per listed test, from the judge's own scores: finite, within [0, max]; a missing test scores 0."""
     by_name = {t.get("name"): t for t in recorded if isinstance(t, dict)}
     scored = []
     for spec in setup.tests:
         got = by_name.get(spec["name"])
         if got is None:
-            scored.append(_entry(spec, 0.0, "Not run: the judge did not report this test."))
+            scored.append(_test(spec, 0.0, "Not run: the judge did not report this test."))
             continue
         try:
             score = float(got.get("score", 0.0))
@@ -158,12 +243,17 @@ def _score(setup: Setup, recorded: List[dict]) -> List[dict]:
             score = 0.0
         score = min(max(score, 0.0), float(spec["max_score"])) if math.isfinite(score) else 0.0
         visibility = got.get("visibility") if got.get("visibility") in VISIBILITIES else "visible"
-        scored.append(_entry(spec, score, str(got.get("output", "")), visibility))
-    return scored
+        scored.append(_test(spec, score, str(got.get("output", "")), visibility))
+    return tuple(scored)
 
 
-def grade_one(student: str, sources: Sequence[Path], setup: Setup) -> dict:
-    """Grade one student's submission; always returns a results document, never raises."""
+def _missing(submission: Path) -> Tuple[str, ...]:
+    return tuple(f for f in homework.STUDENT_FILES
+                 if not (submission / f).is_file() or (submission / f).is_symlink())
+
+
+def grade_one(student: str, sources: Sequence[Path], setup: Setup) -> Results:
+    """Grade one student's submission; always returns results, never raises."""
     source, digest = sources[0], submission_hash(sources)
     if len(sources) > 1:
         names = ", ".join(s.name for s in sources)
@@ -174,19 +264,20 @@ def grade_one(student: str, sources: Sequence[Path], setup: Setup) -> dict:
                 submission = archives.prepare(source, Path(work), setup.archive_limits)
             except archives.Rejected as why:
                 return _not_graded(student, source, digest, setup, f"rejected: {why}")
+            missing = _missing(submission)
             try:
                 recorded = judge.run(submission, setup.limits, setup.isolation, setup.preload)
             except judge.JudgeFailure as why:
                 if "time limit" not in str(why):
                     raise
                 return _not_graded(student, source, digest, setup, f"partial: {why}")
-        return _results(student, source, digest, setup, _score(setup, recorded), "ok")
+        return Results(student, source.name, digest, setup.version, "ok", setup.isolation,
+                       _score(setup, recorded), missing)
     except Exception as error:  # noqa: BLE001 - a grader bug must not stop the class
         traceback.print_exc()
         results = _not_graded(student, source, digest, setup,
                               f"error: the grader failed ({type(error).__name__}: {error}); it is retried next run")
-        results["extra_data"]["grader_version"] = ""
-        return results
+        return replace(results, grader_version="")
 
 
 # --------------------------------------------------------------------------- outputs
@@ -197,39 +288,42 @@ def _fence(text: str) -> str:
     return f"{ticks}\n{text.rstrip()}\n{ticks}"
 
 
-def feedback(results: dict) -> str:
+def feedback(results: Results) -> str:
     """The student's feedback file: the total, each part, each test with its points and message."""
-    extra = results["extra_data"]
-    lines = [f"# Feedback for {extra['student_id']}", "",
-             f"**Code: {results['score']:g} / {results['max_score']:g} points.** "
-             "(The compression-rate ranking, 10 points, is graded separately.)", "",
-             f"Submission: `{extra['submission']}`; status: {extra['status']}", ""]
+    lines = [f"# Feedback for {results.student_id}", "",
+             f"**Code: {results.score:g} / {results.max_score:g} points.** "
+             f"(The compression-rate ranking, {homework.RANKING_POINTS[0]:g} points, is graded separately.)", "",
+             f"Submission: `{results.submission}`; status: {results.status}", ""]
+    if results.missing:
+        lines += [results.summary().splitlines()[1], ""]
     for part in PARTS:
-        tests = [t for t in results["tests"] if t["tags"][0] == part]
-        maximum = sum(t["max_score"] for t in tests)
-        lines += [f"## {part}: {extra['parts'][part]:g} / {maximum:g}", ""]
-        for test in tests:
-            hidden = " (hidden on Gradescope)" if test["visibility"] == "hidden" else ""
-            lines += [f"### {test['status']}: {test['name']}: {test['score']:g} / {test['max_score']:g}{hidden}", "",
-                      f"TODO: {test['tags'][1]}", "", _fence(test["output"] or "(no message)"), ""]
+        lines += [f"## {part}: {results.parts[part]:g} / {results.maxima[part]:g}", ""]
+        for test in (t for t in results.tests if t.part == part):
+            hidden = " (hidden on Gradescope)" if test.visibility == "hidden" else ""
+            lines += [f"### {test.status}: {test.name}: {test.score:g} / {test.max_score:g}{hidden}", "",
+                      f"TODO: {test.todo}", "", _fence(test.output or "(no message)"), ""]
     return "\n".join(lines)
+
+
+def read_results(out: Path) -> Tuple[List[Results], Dict[str, str]]:
+    """Every student's results in ``out/results``, and the problem of each results file that is damaged."""
+    found, damaged = [], {}
+    for path in sorted((out / "results").glob("*.json")):
+        try:
+            found.append(Results.read(path))
+        except ValueError as why:
+            damaged[path.stem] = f"error: {path.name} is damaged ({why}); grade again with --only {path.stem} --force"
+    return found, damaged
 
 
 def grade_rows(out: Path) -> List[dict]:
     """The rows of grades.csv, from every results file in ``out/results``."""
-    rows = []
-    for path in sorted((out / "results").glob("*.json")):
-        try:
-            extra = json.loads(path.read_text(encoding="utf-8"))["extra_data"]
-        except (OSError, ValueError, KeyError):
-            continue
-        parts = extra["parts"]
-        if not all(isinstance(parts.get(p), (int, float)) and math.isfinite(parts[p]) for p in PARTS):
-            parts, extra["status"] = dict.fromkeys(PARTS, 0.0), f"error: {path.name} is damaged; grade again"
-        rows.append({"student_id": extra["student_id"], **{p: f"{parts[p]:g}" for p in PARTS},
-                     "code_total": f"{sum(parts.values()):g}", "status": extra["status"],
-                     "isolation": extra.get("isolation", "")})
-    return rows
+    found, damaged = read_results(out)
+    rows = [{"student_id": r.student_id, **{p: f"{v:g}" for p, v in r.parts.items()},
+             "code_total": f"{r.score:g}", "status": r.status, "isolation": r.isolation} for r in found]
+    rows += [{"student_id": sid, **dict.fromkeys(PARTS, "0"), "code_total": "0", "status": why, "isolation": ""}
+             for sid, why in damaged.items()]
+    return sorted(rows, key=lambda row: row["student_id"])
 
 
 def write_grades(out: Path) -> None:
@@ -241,21 +335,21 @@ def write_grades(out: Path) -> None:
     write_atomic(out / "grades.csv", buffer.getvalue())
 
 
-def save(out: Path, results: dict) -> None:
+def save(out: Path, results: Results) -> None:
     """Write one student's results and feedback, then the grade file."""
-    student = results["extra_data"]["student_id"]
-    write_atomic(out / "feedback" / f"{student}.md", feedback(results))
-    write_atomic(out / "results" / f"{student}.json", json.dumps(results, indent=1, ensure_ascii=False) + "\n")
+    write_atomic(out / "feedback" / f"{results.student_id}.md", feedback(results))
+    write_atomic(out / "results" / f"{results.student_id}.json",
+                 json.dumps(results.to_gradescope(), indent=1, ensure_ascii=False) + "\n")
     write_grades(out)
 
 
 def already_graded(out: Path, student: str, digest: str, version: str) -> bool:
     """True when ``out`` holds this student's results for the same file and grader version."""
     try:
-        extra = json.loads((out / "results" / f"{student}.json").read_text(encoding="utf-8"))["extra_data"]
-    except (OSError, ValueError, KeyError):
+        results = Results.read(out / "results" / f"{student}.json")
+    except ValueError:
         return False
-    return extra.get("sha256") == digest and extra.get("grader_version") == version \
+    return results.sha256 == digest and results.grader_version == version \
         and (out / "feedback" / f"{student}.md").exists()
 
 
@@ -265,25 +359,121 @@ def _clean_temporaries(out: Path) -> None:
             stale.unlink(missing_ok=True)
 
 
+# --------------------------------------------------------------------------- the Python API
+
+
+def isolation_level(wanted: str, strongest: str, why: str) -> str:
+    """The box level to grade at, given the strongest one here; raises ``GradingError`` rather than grade
+    without a sandbox unasked."""
+    if wanted == "basic":
+        return "basic"
+    if strongest == "basic":
+        raise GradingError(f"no sandbox can be made here: {why}.\nInstall bubblewrap (Debian/Ubuntu: "
+                           "apt-get install bubblewrap), or pass --isolation basic to grade without one "
+                           "(the student's code can then read and write what you can: see docs/GRADING.md)")
+    return strongest
+
+
+_listed: Dict[str, Tuple[dict, ...]] = {}
+
+
+def make_setup(limits: Limits = Limits(), isolation: str = "auto",
+               preload: Optional[Sequence[str]] = None) -> Setup:
+    """The run's settings; starts the judge server and finds the isolation level (call it from the main thread)."""
+    version = grader_version(limits, archives.Limits())
+    try:
+        if version not in _listed:
+            _listed[version] = list_tests()
+    except subprocess.TimeoutExpired:
+        raise GradingError("listing the tests took more than 10 minutes") from None
+    preload = judge.DEFAULT_PRELOAD if preload is None else tuple(preload)
+    server = judge.server(preload)
+    level = isolation_level(isolation, server.level, server.why_not_bwrap)
+    return Setup(_listed[version], version, limits, isolation=level, preload=preload)
+
+
+@dataclass
+class Run:
+    """What :func:`grade` did."""
+    graded: List[Results] = field(default_factory=list)
+    skipped: int = 0
+    """Students already graded from the same file by the same grader version."""
+    setup: Optional[Setup] = None
+
+    @property
+    def not_ok(self) -> List[Results]:
+        return [r for r in self.graded if r.status != "ok"]
+
+
+def grade(submissions: Path, out: Path, *, jobs: int = 1, only: Sequence[str] = (), force: bool = False,
+          limits: Limits = Limits(), isolation: str = "auto", progress: bool = False,
+          preload: Optional[Sequence[str]] = None) -> Run:
+    """Grade every submission in ``submissions`` into ``out`` (results/, feedback/, grades.csv) and return what
+    was done. Students already graded from the same file by the same grader version are skipped unless
+    ``force``; ``only`` restricts the run to those ids. Raises ``GradingError`` when the run cannot start."""
+    if jobs < 1:
+        raise GradingError("jobs must be at least 1")
+    if not Path(submissions).is_dir():
+        raise GradingError(f"{submissions} is not a folder")
+    for folder in ("results", "feedback"):
+        (out / folder).mkdir(parents=True, exist_ok=True)
+    _clean_temporaries(out)
+    try:
+        run = Run(setup=make_setup(limits, isolation, preload))
+        found, ignored = find_submissions(submissions)
+        if only:
+            wanted = {homework.student_id(sid) for sid in only}
+            found = {sid: paths for sid, paths in found.items() if sid in wanted}
+        print(f"{len(found)} submissions in {submissions}, {len(ignored)} other files skipped; "
+              f"isolation: {box.describe(run.setup.isolation)}; grader version {run.setup.version}", file=sys.stderr)
+        todo = {}
+        for sid, paths in found.items():
+            if not force and already_graded(out, sid, submission_hash(paths), run.setup.version):
+                run.skipped += 1
+            else:
+                todo[sid] = paths
+        _grade_all(todo, run, out, jobs, progress)
+    finally:
+        judge.shutdown()
+    write_grades(out)
+    return run
+
+
+def _grade_all(todo: Dict[str, List[Path]], run: Run, out: Path, jobs: int, progress: bool) -> None:
+    """Grade ``todo`` with ``jobs`` threads (each drives a judge process), saving each student as it is done."""
+    from tqdm import tqdm
+    bar = tqdm(total=len(todo) + run.skipped, initial=run.skipped, unit="student", desc="grading",
+               disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {pool.submit(grade_one, sid, paths, run.setup): sid for sid, paths in sorted(todo.items())}
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                results = future.result()
+                save(out, results)
+                run.graded.append(results)
+                if results.status != "ok":
+                    bar.write(f"{futures[future]}: {results.score:g} points, {results.status}", file=sys.stderr)
+                bar.set_postfix(done=len(run.graded) - len(run.not_ok) + run.skipped, failed=len(run.not_ok),
+                                left=len(todo) - len(run.graded), refresh=False)
+                bar.update()
+        except KeyboardInterrupt:
+            pool.shutdown(wait=False, cancel_futures=True)
+            judge.stop_all()
+            raise
+    bar.close()
+
+
 # --------------------------------------------------------------------------- the command
 
 
 def parse_args(argv: List[str]) -> argparse.Namespace:
-    defaults = box.Limits()
     parser = argparse.ArgumentParser(prog="python -m grader grade", description=__doc__.splitlines()[0])
     parser.add_argument("submissions", type=Path, help="folder of <student_id>.rar/.zip/.tar.gz/... or folders")
     parser.add_argument("--out", type=Path, required=True, help="output folder (grades.csv, feedback/, results/)")
     parser.add_argument("--jobs", type=int, default=1, help="students graded in parallel (default 1)")
     parser.add_argument("--only", action="append", metavar="ID", help="grade only this student (repeatable)")
     parser.add_argument("--force", action="store_true", help="grade again students already graded")
-    parser.add_argument("--test-timeout", type=float, default=defaults.test_timeout_s, help="seconds per test")
-    parser.add_argument("--submission-timeout", type=float, default=defaults.submission_timeout_s,
-                        help="seconds for one student in all")
-    parser.add_argument("--memory-mb", type=int, default=defaults.memory_mb,
-                        help="memory the student's code may use beyond the preloaded libraries")
-    parser.add_argument("--isolation", choices=("auto", *box.LEVELS), default="auto",
-                        help="the student's box: auto (the strongest here, refusing to grade without a sandbox), "
-                             "bwrap (bubblewrap), or basic (no sandbox: only for code you would run yourself)")
+    add_limit_options(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--preload", help=argparse.SUPPRESS)  # modules the judge server imports, comma-separated
     args = parser.parse_args(argv)
@@ -294,92 +484,37 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     return args
 
 
-def isolation_level(wanted: str, strongest: str, why: str) -> str:
-    """The box level to grade at, given the strongest one here; raises ``RuntimeError`` rather than grade
-    without a sandbox unasked."""
-    if wanted == "basic":
-        return "basic"
-    if strongest == "basic":
-        raise RuntimeError(f"no sandbox can be made here: {why}.\nInstall bubblewrap (Debian/Ubuntu: "
-                           "apt-get install bubblewrap), or pass --isolation basic to grade without one "
-                           "(the student's code can then read and write what you can: see docs/GRADING.md)")
-    return strongest
+def add_limit_options(parser: argparse.ArgumentParser) -> None:
+    """The options that set the student's box: time and memory limits, isolation level."""
+    defaults = Limits()
+    parser.add_argument("--test-timeout", type=float, default=defaults.test_timeout_s, help="seconds per test")
+    parser.add_argument("--submission-timeout", type=float, default=defaults.submission_timeout_s,
+                        help="seconds for one student in all")
+    parser.add_argument("--memory-mb", type=int, default=defaults.memory_mb,
+                        help="memory the student's code may use beyond the preloaded libraries")
+    parser.add_argument("--isolation", choices=("auto", *box.LEVELS), default="auto",
+                        help="the student's box: auto (the strongest here, refusing to grade without a sandbox), "
+                             "bwrap (bubblewrap), or basic (no sandbox: only for code you would run yourself)")
 
 
-_listed: Dict[str, Tuple[dict, ...]] = {}
-
-
-def make_setup(args: argparse.Namespace) -> Setup:
-    """The run's settings; starts the judge server and finds the isolation level (call it from the main thread)."""
-    limits = box.Limits(test_timeout_s=args.test_timeout, memory_mb=args.memory_mb,
-                        submission_timeout_s=args.submission_timeout)
-    version = grader_version(limits, archives.Limits())
-    if version not in _listed:
-        _listed[version] = list_tests()
-    preload = judge.DEFAULT_PRELOAD if args.preload is None else tuple(m for m in args.preload.split(",") if m)
-    server = judge.server(preload)
-    level = isolation_level(args.isolation, server.level, server.why_not_bwrap)
-    return Setup(_listed[version], version, limits, isolation=level, preload=preload)
+def limits_of(args: argparse.Namespace) -> Limits:
+    return Limits(test_timeout_s=args.test_timeout, memory_mb=args.memory_mb,
+                  submission_timeout_s=args.submission_timeout)
 
 
 def main(argv: List[str]) -> int:
     args = parse_args(argv)
-    out: Path = args.out
-    for folder in ("results", "feedback"):
-        (out / folder).mkdir(parents=True, exist_ok=True)
-    _clean_temporaries(out)
     started = time.monotonic()
+    preload = None if args.preload is None else [m for m in args.preload.split(",") if m]
     try:
-        setup = make_setup(args)
-    except (RuntimeError, ValueError, subprocess.TimeoutExpired) as error:
+        run = grade(args.submissions, args.out, jobs=args.jobs, only=args.only or (), force=args.force,
+                    limits=limits_of(args), isolation=args.isolation, progress=not args.no_progress, preload=preload)
+    except GradingError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    found, ignored = find_submissions(args.submissions)
-    if args.only:
-        found = {sid: paths for sid, paths in found.items() if sid in set(map(safe_id, args.only))}
-    print(f"{len(found)} submissions in {args.submissions}, {len(ignored)} other files skipped; "
-          f"isolation: {box.describe(setup.isolation)}; grader version {setup.version}", file=sys.stderr)
-    todo, skipped = {}, 0
-    for sid, paths in found.items():
-        if not args.force and already_graded(out, sid, submission_hash(paths), setup.version):
-            skipped += 1
-        else:
-            todo[sid] = paths
-    try:
-        failed = _grade_all(todo, setup, out, args.jobs, skipped, not args.no_progress)
     except KeyboardInterrupt:
         print("\ninterrupted: what was graded is saved; run the same command again to go on", file=sys.stderr)
         return 130
-    finally:
-        judge.shutdown()
-    write_grades(out)
-    print(f"graded {len(todo)} submissions ({failed} not ok), {skipped} already graded, "
-          f"in {time.monotonic() - started:.0f} s: {out / 'grades.csv'}")
+    print(f"graded {len(run.graded)} submissions ({len(run.not_ok)} not ok), {run.skipped} already graded, "
+          f"in {time.monotonic() - started:.0f} s: {args.out / 'grades.csv'}")
     return 0
-
-
-def _grade_all(todo: Dict[str, List[Path]], setup: Setup, out: Path, jobs: int, skipped: int, progress: bool) -> int:
-    """Grade ``todo`` with ``jobs`` threads (each drives a judge process); return how many were not ok."""
-    from tqdm import tqdm
-    failed = done = 0
-    bar = tqdm(total=len(todo) + skipped, initial=skipped, unit="student", desc="grading", disable=not progress,
-               file=sys.stderr, dynamic_ncols=True)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(grade_one, sid, paths, setup): sid for sid, paths in sorted(todo.items())}
-        try:
-            for future in concurrent.futures.as_completed(futures):
-                results = future.result()
-                save(out, results)
-                status = results["extra_data"]["status"]
-                done += 1
-                if status != "ok":
-                    failed += 1
-                    bar.write(f"{futures[future]}: {results['score']:g} points, {status}", file=sys.stderr)
-                bar.set_postfix(done=done + skipped - failed, failed=failed, left=len(todo) - done, refresh=False)
-                bar.update()
-        except KeyboardInterrupt:
-            pool.shutdown(wait=False, cancel_futures=True)
-            judge.stop_all()
-            raise
-    bar.close()
-    return failed

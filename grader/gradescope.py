@@ -19,12 +19,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Dict, List
 
-from grader import grade, judge
+from grader import grade, homework, judge
 from grader.files import write_atomic
+from grader.homework import Limits
 
 REPO = grade.REPO
 GRADER_MODULES = ("__init__.py", "__main__.py", "cli.py", "assign.py", "archives.py", "files.py", "box.py", "judge.py",
-                  "seccomp.py", "grade.py", "gradescope.py")
+                  "seccomp.py", "grade.py", "gradescope.py", "homework.py", "reference.py")
 GRADER_PACKAGES = ("suites", "worker")
 PINNED = ("torch", "numpy", "scipy", "scikit-learn", "tqdm", "pytest", "pytest-timeout")
 TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
@@ -94,20 +95,19 @@ def _student(root: Path) -> str:
     """The student's id from Gradescope's submission_metadata.json, else ``submission``."""
     try:
         users = json.loads((root / "submission_metadata.json").read_text())["users"]
-        return grade.safe_id(str(users[0].get("sid") or users[0].get("email") or "submission"))
+        return homework.student_id(str(users[0].get("sid") or users[0].get("email") or "submission"))
     except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError):
         return "submission"
 
 
-def run(root: Path, extra: List[str]) -> int:
+def run(root: Path, limits: Limits, isolation: str) -> int:
     """Grade ``root/submission`` and write ``root/results/results.json``."""
     results = root / "results"
     results.mkdir(parents=True, exist_ok=True)
-    args = grade.parse_args([str(root / "submission"), "--out", str(results), *extra])
     try:
-        setup = grade.make_setup(args)
-        document = grade.grade_one(_student(root), [root / "submission"], setup)
-    except RuntimeError as error:
+        setup = grade.make_setup(limits, isolation)
+        document = grade.grade_one(_student(root), [root / "submission"], setup).to_gradescope()
+    except grade.GradingError as error:
         document = {"score": 0.0, "output": f"The autograder could not run: {error}", "tests": []}
     finally:
         judge.shutdown()
@@ -121,14 +121,10 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--out", type=Path, default=Path("autograder.zip"), help="bundle to write (autograder.zip)")
     parser.add_argument("--run", action="store_true", help="grade the submission in --root (inside Gradescope)")
     parser.add_argument("--root", type=Path, default=Path("/autograder"), help="Gradescope's folder (with --run)")
-    parser.add_argument("--isolation", choices=("auto", "bwrap", "basic"), default="auto",
-                        help="the box run_autograder grades in (basic: no sandbox, if bubblewrap cannot run in "
-                             "Gradescope's container; see docs/GRADING.md)")
-    args, extra = parser.parse_known_args(argv)
+    grade.add_limit_options(parser)
+    args = parser.parse_args(argv)
     if args.run:
-        return run(args.root, ["--isolation", args.isolation, *extra])
-    if extra:
-        parser.error(f"unrecognised arguments: {' '.join(extra)}")
+        return run(args.root, grade.limits_of(args), args.isolation)
     path = build(args.out, isolation=args.isolation)
     print(f"wrote {path} ({path.stat().st_size // 1024} KB): upload it as the autograder of a Gradescope "
           "programming assignment", file=sys.stderr)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from grader import box, grade
+from grader import box, grade, homework
 from tests.test_archives import RAR_FIXTURES, make_zip
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,7 +29,7 @@ ISOLATION = box.strongest_level()[0]
 """bubblewrap where it works (it is installed here and on CI); else the class is graded without a sandbox."""
 OPTIONS = ["--jobs", "2", "--no-progress", "--isolation", ISOLATION]
 SEGFAULT_AT_IMPORT = b"import ctypes as _ctypes\n_ctypes.string_at(0)\n"
-GRADED = ("ok", "ok_again", "segfault", "nested")
+GRADED = ("ok", "ok_again", "segfault", "nested", "nopruning")
 """The members of the class that reach the judge (the others are rejected first)."""
 
 
@@ -55,7 +55,7 @@ def build_class(folder: Path) -> dict:
         "ok": (70, 10, 10, "ok"), "ok_again": (70, 10, 10, "ok"),
         "segfault": (70, 10, 0, "ok"),  # a crash costs its tests, nothing else
         "nested": (0, 0, 0, "ok"),  # the skeleton
-        "nopruning": (0, 0, 0, "rejected: no pruning.py found"),
+        "nopruning": (50, 10, 10, "ok"),  # net/ alone, as the original handout says: all but pruning.py's TODOs
         "empty": (0, 0, 0, "rejected: the submission is empty"),
         "corrupt": (0, 0, 0, "rejected: the zip archive is damaged"),
         "dup": (0, 0, 0, "error: several submissions"),
@@ -80,7 +80,7 @@ def build_class(folder: Path) -> dict:
     if RAR_FIXTURES.is_dir() and shutil.which("bsdtar"):
         shutil.copyfile(RAR_FIXTURES / "rar5-subdirs.rar", folder / "rarsub.rar")
         shutil.copyfile(RAR_FIXTURES / "rar5-evil-symlink-traversal.rar", folder / "evil.rar")
-        expected.update({"rarsub": (0, 0, 0, "rejected: no net/ folder found"),
+        expected.update({"rarsub": (0, 0, 0, "rejected: none of the homework's files found"),
                          "evil": (0, 0, 0, "rejected: the archive contains a link (up -> ..)")})
     (folder / "ok.ptmodel").write_bytes(b"a model, not a submission")
     return expected
@@ -148,7 +148,8 @@ class TestClass:
             assert results["extra_data"]["sandbox"] == box.describe(ISOLATION)
             text = (out / "feedback" / f"{sid}.md").read_text()
             assert all(test["name"] in text for test in results["tests"])
-        assert "no pruning.py found" in (out / "feedback" / "nopruning.md").read_text()
+        assert "Missing from the submission: pruning.py" in (out / "feedback" / "nopruning.md").read_text()
+        assert results_of(out, "nopruning")["extra_data"]["missing"] == ["pruning.py"]
         crashed = [t for t in results_of(out, "segfault")["tests"] if t["tags"][0] == "huffman"]
         assert crashed and all("crashed with a segmentation fault (SIGSEGV) during this test" in t["output"]
                                for t in crashed)
@@ -234,12 +235,12 @@ def test_scores_are_finite_within_bounds_and_follow_the_test_list():
                 {"name": "t5", "score": 1.5, "visibility": "hidden", "output": "half"},
                 {"name": "unknown", "score": 2}, "not an entry"]
     scored = grade._score(setup, recorded)
-    assert [t["name"] for t in scored] == [t["name"] for t in listed]
-    assert [t["score"] for t in scored] == [0.0, 0.0, 2.0, 2.0, 0.0, 1.5, 0.0]
-    assert all(math.isfinite(t["score"]) and 0 <= t["score"] <= t["max_score"] for t in scored)
-    assert scored[2]["visibility"] == "visible" and scored[5]["visibility"] == "hidden"
-    assert scored[5]["output"] == "half" and scored[6]["output"] == "Not run: the judge did not report this test."
-    assert [t["status"] for t in scored] == ["failed", "failed", "passed", "passed", "failed", "failed", "failed"]
+    assert [t.name for t in scored] == [t["name"] for t in listed]
+    assert [t.score for t in scored] == [0.0, 0.0, 2.0, 2.0, 0.0, 1.5, 0.0]
+    assert all(math.isfinite(t.score) and 0 <= t.score <= t.max_score for t in scored)
+    assert scored[2].visibility == "visible" and scored[5].visibility == "hidden"
+    assert scored[5].output == "half" and scored[6].output == "Not run: the judge did not report this test."
+    assert [t.status for t in scored] == ["failed", "failed", "passed", "passed", "failed", "failed", "failed"]
 
 
 # --------------------------------------------------------------------------- command line
@@ -266,4 +267,4 @@ def test_submission_discovery(tmp_path):
     found, ignored = grade.find_submissions(tmp_path)
     assert sorted(found) == ["1", "2", "3", "4", "5", "6"]
     assert sorted(p.name for p in ignored) == ["a.ptmodel", "notes.txt"]
-    assert grade.safe_id("a/b\\c\x01") == "a_b_c_"
+    assert homework.student_id("a/b\\c\x01") == "a_b_c_" and homework.student_id(" Li Wei ") == "Li_Wei"

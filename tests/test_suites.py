@@ -19,7 +19,8 @@ from typing import List, NamedTuple, Optional
 import pytest
 
 from grader import box, variants
-from grader.suites import PART_POINTS, VISIBILITIES
+from grader.homework import PART_POINTS
+from grader.suites import VISIBILITIES
 from grader.homework import OUTPUT_CHARACTERS
 from grader.homework import STUDENT_FILES
 
