@@ -25,7 +25,7 @@ ASSIGNMENT = REPO / "assignment"
 BEGIN = "# BEGIN SOLUTION"
 END = "# END SOLUTION"
 STUB = re.compile(r"^(\s*)# STUB: ?(.*)$")
-SKIPPED_PARTS = {"__pycache__", "data", "encodings", ".pytest_cache", "staff"}
+SKIPPED_PARTS = {"__pycache__", "data", "encodings", ".pytest_cache"}
 SKIPPED_NAMES = {"log.txt"}
 SKIPPED_SUFFIXES = {".pyc", ".ptmodel"}
 

@@ -39,7 +39,7 @@ from grader import homework, variants
 REPO = Path(__file__).resolve().parent.parent
 HANDED_IN = tuple(sorted(set(homework.STUDENT_FILES) | {f for f in homework.PROVIDED_FILES if f.startswith("net/")}))
 """What a student zips: the handout's ``net/`` folder and ``pruning.py``."""
-IGNORED = shutil.ignore_patterns("saves", "data", "encodings", "__pycache__", "staff", "tests", "log.txt")
+IGNORED = shutil.ignore_patterns("saves", "data", "encodings", "__pycache__", "tests", "log.txt")
 TIME_BUDGET = "10 minutes on 2 CPU cores"
 GATE_MARGIN = 5
 

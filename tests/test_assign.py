@@ -46,7 +46,7 @@ def test_malformed_regions_raise_marker_error(source):
 
 
 def python_files():
-    """The Python files of the handout (solutions/staff/ and generated files stay out of it)."""
+    """The Python files of the handout (staff/ and generated files stay out of it)."""
     return [p for p in source_files(SOLUTIONS) if p.suffix == ".py"]
 
 

@@ -27,7 +27,7 @@ def python(args, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
 def handout(tmp_path_factory) -> Path:
     """A copy of the solved handout (solutions/ without generated files)."""
     folder = tmp_path_factory.mktemp("handout") / "assignment"
-    shutil.copytree(SOLUTIONS, folder, ignore=shutil.ignore_patterns("__pycache__", "saves", "data", "staff"))
+    shutil.copytree(SOLUTIONS, folder, ignore=shutil.ignore_patterns("__pycache__", "saves", "data"))
     return folder
 
 

@@ -1,4 +1,4 @@
-"""The staff recipe (solutions/staff/): its methods on small models, and one quick end-to-end run on tiny data."""
+"""The staff recipe (staff/): its methods on small models, and one quick end-to-end run on tiny data."""
 import json
 import os
 import subprocess
@@ -16,7 +16,7 @@ from net.huffmancoding import huffman_encode_fc
 from net.quantization import apply_weight_sharing
 from staff.compress import (SharedWeights, cubic_sparsity, distillation_loss, finetune_centroids, prune_to,
                             reorder_hidden_units, retrain_dropout, sparsity_of)
-from tests.conftest import SOLUTIONS
+from tests.conftest import REPO
 from tests.tinycifar import write_tiny_cifar
 
 
@@ -178,7 +178,7 @@ def test_recipe_runs_end_to_end_on_tiny_data_and_writes_a_valid_submission(tmp_p
     out = tmp_path / "out"
     work = tmp_path / "work"
     result = subprocess.run(
-        ["bash", str(SOLUTIONS / "staff" / "run_gpu.sh"), str(data), str(out), "--quick", "--device", "cpu",
+        ["bash", str(REPO / "staff" / "run_gpu.sh"), str(data), str(out), "--quick", "--device", "cpu",
          "--bit-retries", "0", "--batch-size", "64"],
         capture_output=True, text=True, timeout=300,
         env=dict(os.environ, PYTHON=sys.executable, WORK=str(work), PYTHONDONTWRITEBYTECODE="1",

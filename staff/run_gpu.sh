@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The staff recipe in one command (made for the GPU machine), run from anywhere:
 #
-#   bash solutions/staff/run_gpu.sh DATA_DIR OUT_DIR [extra flags for staff/recipe.py]
+#   bash staff/run_gpu.sh DATA_DIR OUT_DIR [extra flags for python -m staff.recipe]
 #
 # DATA_DIR holds cifar-10-batches-py/. The recipe's own folder (the 81 MB teacher and final .ptmodel
 # files, the encodings/ folder) is $WORK (default: a new temporary folder). OUT_DIR gets only small
@@ -21,7 +21,7 @@ shift 2
 work=$(realpath -m "${WORK:-$(mktemp -d)}")
 python=${PYTHON:-python3}
 device=${DEVICE:-auto}
-repo=$(cd "$(dirname "$0")/../.." && pwd)
+repo=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$out" "$work"
 rm -f "$work/teacher.ptmodel" "$work/.recipe-done"
 
@@ -42,7 +42,7 @@ if [ "${SENSITIVITY:-1}" = 1 ]; then
 fi
 
 status=0
-(cd "$repo/solutions" && PYTHONUNBUFFERED=1 timeout "${RECIPE_TIMEOUT:-0}" "$python" staff/recipe.py \
+(cd "$repo" && PYTHONUNBUFFERED=1 timeout "${RECIPE_TIMEOUT:-0}" "$python" -m staff.recipe \
     --data-dir "$data" --out "$work" --device "$device" --no-progress "$@") 2>&1 | tee "$out/recipe.log" \
     || status=$?
 touch "$work/.recipe-done"
