@@ -75,7 +75,7 @@ PROVIDED_FILES = ("util.py", "net/__init__.py", "net/models.py")
 SCRIPTS = ("pruning.py", "weight_share.py", "huffman_encode.py")
 """The handout's three steps, run in this order."""
 
-STUDENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,63}")
+STUDENT_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@+-]{0,63}")
 """A student id: the name of their file without its suffix, after :func:`student_id` has cleaned it."""
 
 
