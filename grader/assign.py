@@ -11,12 +11,20 @@ Python files, every answer sits in a solution region followed by its stub::
 
 The ``# STUB:`` lines are comments in the solutions and become code, at the
 same indentation, in the handout. Every other file is copied unchanged;
-generated files (``saves/``, ``data/``, caches) are skipped.
+generated files (``saves/``, ``data/``, caches) are skipped. The handout's
+``README.md`` is written from the homework's facts (``grader/handout.py``).
+
+``python -m grader assign --out handout.zip`` writes exactly what students
+get (the same files) as one archive, byte-identical for identical sources.
 """
+import io
 import re
 import sys
+import zipfile
 from pathlib import Path
 from typing import Dict, Iterable, List
+
+from grader.files import write_atomic
 
 REPO = Path(__file__).resolve().parent.parent
 SOLUTIONS = REPO / "solutions"
@@ -91,9 +99,14 @@ def source_files(root: Path = SOLUTIONS) -> Iterable[Path]:
             yield relative
 
 
+README = Path("README.md")
+
+
 def render(root: Path = SOLUTIONS) -> Dict[Path, bytes]:
     """The handout's files: relative path -> contents."""
-    files = {}
+    from grader.handout import readme
+    from grader.reference import original_bytes
+    files = {README: readme(original_bytes()).encode("utf-8")}
     for relative in source_files(root):
         data = (root / relative).read_bytes()
         if relative.suffix == ".py":
@@ -130,11 +143,25 @@ def differences(files: Dict[Path, bytes], target: Path = ASSIGNMENT) -> List[str
     return problems
 
 
+def write_zip(files: Dict[Path, bytes], out: Path) -> None:
+    """The handout as one zip (its files under ``assignment/``), with fixed timestamps; written atomically."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for relative, data in sorted(files.items()):
+            info = zipfile.ZipInfo(f"assignment/{relative.as_posix()}", date_time=(2020, 1, 1, 0, 0, 0))
+            info.external_attr = 0o100644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, data)
+    write_atomic(out, buffer.getvalue())
+
+
 def main(argv: List[str]) -> int:
     import argparse
     parser = argparse.ArgumentParser(prog="python -m grader assign", description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 if assignment/ is not what solutions/ generates")
+    parser.add_argument("--out", type=Path, metavar="ZIP",
+                        help="write the handout as this zip instead of into assignment/ (what students get)")
     args = parser.parse_args(argv)
     try:
         files = render()
@@ -148,6 +175,10 @@ def main(argv: List[str]) -> int:
         if problems:
             print("assignment/ is out of date: run `python -m grader assign`", file=sys.stderr)
         return 1 if problems else 0
+    if args.out:
+        write_zip(files, args.out)
+        print(f"wrote {args.out}: {len(files)} files, no solution and no grader code")
+        return 0
     write(files)
     print(f"wrote {len(files)} files to {ASSIGNMENT.relative_to(REPO)}/")
     return 0

@@ -1,10 +1,13 @@
 """The handout generator (grader/assign.py) and the committed assignment/ it generates."""
 import ast
 import textwrap
+import zipfile
 
 import pytest
 
+from grader import homework
 from grader.assign import ASSIGNMENT, SOLUTIONS, MarkerError, render, solution_lines, source_files, strip_solutions
+from grader.reference import original_bytes
 from tests.conftest import REPO, run_python
 
 GOOD = textwrap.dedent("""\
@@ -71,3 +74,29 @@ def test_generated_files_compile():
     for relative, data in render().items():
         if relative.suffix == ".py":
             ast.parse(data.decode("utf-8"), filename=str(relative))
+
+
+def test_the_handout_zip_is_exactly_what_students_get(tmp_path):
+    """`assign --out handout.zip`: the generated files only (no solution line, no suite, no staff code), and the
+    same bytes twice."""
+    first, again = tmp_path / "handout.zip", tmp_path / "again.zip"
+    for out in (first, again):
+        result = run_python(["-m", "grader", "assign", "--out", out], cwd=REPO, timeout=60)
+        assert result.returncode == 0, result.stderr
+    assert first.read_bytes() == again.read_bytes()
+    with zipfile.ZipFile(first) as archive:
+        contents = {name: archive.read(name) for name in archive.namelist()}
+    assert set(contents) == {f"assignment/{p.as_posix()}" for p in render()}
+    assert not any(part in name for name in contents for part in ("grader/", "staff/", "suites", "variants"))
+    for relative in python_files():
+        handed_out = {line.strip() for line in contents[f"assignment/{relative}"].decode("utf-8").splitlines()}
+        assert not set(solution_lines((SOLUTIONS / relative).read_text())) & handed_out, relative
+
+
+def test_the_handout_readme_is_written_from_the_homeworks_facts():
+    text = (ASSIGNMENT / "README.md").read_text()
+    for part in homework.PARTS:
+        assert all(f"`{todo}`" in text for todo in part.todos) and f"| {part.points:g} |" in text
+    assert f"strictly above {float(homework.GATE):g}%" in text and f"{original_bytes():,} bytes" in text
+    assert all(f"`{name}`" in text for name in homework.STUDENT_FILES)
+    assert "../shared" not in text and "solutions/" not in text
