@@ -18,7 +18,7 @@ from types import ModuleType, SimpleNamespace
 
 SOLUTIONS = Path(__file__).resolve().parent.parent / "solutions"
 PACKAGE = "grader._reference"
-SOURCES = ("net/__init__.py", "net/prune.py", "net/models.py", "net/huffmancoding.py", "util.py")
+SOURCES = ("net/__init__.py", "net/prune.py", "net/models.py", "net/huffman_core.py", "net/huffmancoding.py", "util.py")
 """The reference files the leaderboard runs; their contents are part of its cache key."""
 
 

@@ -53,7 +53,7 @@ def student(student_session) -> Student:
 
 @pytest.fixture(scope="session")
 def reference(request):
-    """Loads a reference module by its path, e.g. ``reference("net/huffmancoding.py")``."""
+    """Loads a reference module by its path, e.g. ``reference("net/huffman_core.py")``."""
     folder = Path(request.config.getoption("--reference"))
     return lambda relative: load_reference(folder, relative)
 
