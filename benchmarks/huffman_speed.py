@@ -3,7 +3,7 @@
     python benchmarks/huffman_speed.py [--bits 5] [--repeat 3] [--seed 0]
 
 Builds an AlexNet, prunes it with the course's per-layer rates
-(``solutions/pruning.py``: ``DEFAULT_LAYER_RATES``), shares its weights at
+(``solutions/pruning.py``: ``DEFAULT_LAYER_KEEP``), shares its weights at
 ``--bits`` bits and then times, in one run:
 
 * ours: ``huffman_encode_model`` + ``huffman_decode_model`` of the whole model
@@ -35,7 +35,7 @@ import torch  # noqa: E402
 import net.huffmancoding as hc  # noqa: E402
 from net.models import AlexNet  # noqa: E402
 from net.quantization import apply_weight_sharing  # noqa: E402
-from pruning import DEFAULT_LAYER_RATES  # noqa: E402
+from pruning import DEFAULT_LAYER_KEEP  # noqa: E402
 
 
 # ---------------------------------------------------------------------------
@@ -103,7 +103,7 @@ def build_model(bits: int, seed: int):
     torch.manual_seed(seed)
     model = AlexNet()
     with contextlib.redirect_stdout(io.StringIO()):
-        model.prune_by_percentile(DEFAULT_LAYER_RATES)
+        model.prune_by_percentile(DEFAULT_LAYER_KEEP)
     apply_weight_sharing(model, bits=bits)
     return model
 

@@ -3,7 +3,7 @@
     python benchmarks/leaderboard_speed.py [--data-dir data] [--threads N] [--repeat 2]
 
 Builds a reference-like submission (a freshly initialised AlexNet pruned with
-the course's per-layer rates, ``DEFAULT_LAYER_RATES``, and shared at 5 bits;
+the course's per-layer rates, ``DEFAULT_LAYER_KEEP``, and shared at 5 bits;
 accuracy does not matter for timing), saves it whole as a student's script
 would, then measures it in a fresh process set up exactly like a leaderboard
 worker: safe load, reference Huffman encode and decode, round-trip check,
@@ -32,12 +32,12 @@ def build_submission(path: Path) -> None:
     import torch
     from net.models import AlexNet
     from net.quantization import apply_weight_sharing
-    from pruning import DEFAULT_LAYER_RATES
+    from pruning import DEFAULT_LAYER_KEEP
     import contextlib, io
     torch.manual_seed(0)
     model = AlexNet()
     with contextlib.redirect_stdout(io.StringIO()):
-        model.prune_by_percentile(DEFAULT_LAYER_RATES)
+        model.prune_by_percentile(DEFAULT_LAYER_KEEP)
         apply_weight_sharing(model, bits=5)
     torch.save(model, path)
 

@@ -195,7 +195,7 @@ def scan_layers(model: nn.Module, accuracy: Callable[[str], float], baseline: fl
         original = module.weight.data.cpu().numpy().copy()
         started = time.perf_counter()
         for sparsity in sparsities:
-            with modified(module, lambda m: model.prune_by_percentile({name: sparsity})) as pruned:
+            with modified(module, lambda m: model.prune_by_percentile({name: 100.0 - sparsity})) as pruned:
                 changed = not np.array_equal(pruned, original)
                 nonzeros = int(np.count_nonzero(pruned))
                 points.append(Point("prune", name, sparsity, nonzeros, accuracy(name) if changed else baseline,
@@ -231,7 +231,7 @@ def confirm(model: nn.Module, points: List[Point], full_accuracy: Callable[[], f
     def apply(point: Point) -> None:
         if point.scan == "prune":
             with contextlib.redirect_stdout(io.StringIO()):
-                model.prune_by_percentile({point.layer: point.setting})
+                model.prune_by_percentile({point.layer: 100.0 - point.setting})  # q = percent kept
         else:
             set_weight(layers[point.layer], share_weights(originals[point.layer].cpu().numpy(), int(point.setting)))
 

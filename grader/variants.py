@@ -92,23 +92,23 @@ BUGS: Tuple[Bug, ...] = (
           "            threshold = s * float(everything.std())\n")]),
     Bug("percentile_only_conv", "prune", PERCENTILE,
         "prune_by_percentile prunes only the conv layers.",
-        [("            if name not in rates:\n",
-          "            if name not in rates or not isinstance(module, nn.Conv2d):\n")]),
+        [("            if name not in keep:\n",
+          "            if name not in keep or not isinstance(module, nn.Conv2d):\n")]),
     Bug("percentile_global", "prune", PERCENTILE,
         "prune_by_percentile takes the percentile over all the weights of the model, not per layer.",
         [("        for name, module in self.prunable_layers():\n"
-          "            if name not in rates:\n"
+          "            if name not in keep:\n"
           "                continue\n"
           "            magnitudes = module.weight.data.abs().cpu().numpy()\n",
           "        magnitudes = np.concatenate([m.weight.data.abs().cpu().numpy().ravel()\n"
           "                                     for _, m in self.prunable_layers()])\n"
           "        for name, module in self.prunable_layers():\n"
-          "            if name not in rates:\n"
+          "            if name not in keep:\n"
           "                continue\n")]),
-    Bug("percentile_100_minus_q", "prune", PERCENTILE,
-        "prune_by_percentile uses the (100 - q)th percentile, as the original handout's wording suggests.",
-        [("            threshold = float(np.percentile(magnitudes, rates[name]))\n",
-          "            threshold = float(np.percentile(magnitudes, 100 - rates[name]))\n")]),
+    Bug("percentile_prunes_q", "prune", PERCENTILE,
+        "prune_by_percentile takes the q-th percentile, so q is the percentage pruned instead of kept.",
+        [("            threshold = float(np.percentile(magnitudes, 100.0 - keep[name]))\n",
+          "            threshold = float(np.percentile(magnitudes, keep[name]))\n")]),
     Bug("percentile_signed", "prune", PERCENTILE,
         "prune_by_percentile takes the percentile of the signed weights, not of their absolute values.",
         [("            magnitudes = module.weight.data.abs().cpu().numpy()\n",

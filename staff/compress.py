@@ -60,7 +60,8 @@ def prune_to(model: nn.Module, sparsities: Mapping[str, float], kernel_layers: C
     for name in kernel_layers:
         prune_kernels(layers[name], sparsities[name])
     with contextlib.redirect_stdout(io.StringIO()):
-        model.prune_by_percentile({k: v for k, v in sparsities.items() if k not in kernel_layers})
+        # prune_by_percentile takes the percentage KEPT (the handout's q), so 100 - sparsity.
+        model.prune_by_percentile({k: 100.0 - v for k, v in sparsities.items() if k not in kernel_layers})
 
 
 def sparsity_of(model: nn.Module) -> Dict[str, float]:

@@ -98,7 +98,7 @@ def shared_alexnet_session():
     from net.quantization import apply_weight_sharing
     torch.manual_seed(1)
     model = AlexNet()
-    model.prune_by_percentile(99.0)
+    model.prune_by_percentile(1.0)
     apply_weight_sharing(model, bits=5)
     return model
 

@@ -39,7 +39,7 @@ def check(handout: Path, *args, tests: bool = False) -> subprocess.CompletedProc
 
 # The model files of the tests, each built by a snippet that sets ``obj`` (run beside the handout's modules).
 MODELS = {
-    "good": "torch.manual_seed(0)\nobj = AlexNet()\nobj.prune_by_percentile(90)",
+    "good": "torch.manual_seed(0)\nobj = AlexNet()\nobj.prune_by_percentile(10)",
     "tiny": "obj = {'conv1.weight': torch.zeros(2, 3), 'extra': torch.ones(1)}",
     "evil": "import os\nclass Evil:\n    def __reduce__(self):\n        return (os.system, ('touch pwned',))\nobj = Evil()",
 }

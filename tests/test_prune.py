@@ -5,7 +5,7 @@ import torch
 
 from net.models import AlexNet
 from net.prune import DEFAULT_PRUNE_RATE
-from pruning import DEFAULT_LAYER_RATES
+from pruning import DEFAULT_LAYER_KEEP
 
 ALEXNET_PARAMETERS = 20_344_650
 ALEXNET_LAYERS = ["conv1", "conv2", "conv3", "conv4", "conv5", "fc1", "fc2", "fc3"]
@@ -54,14 +54,14 @@ def test_prune_by_std_uses_each_layers_own_std(small_model, s):
         assert torch.equal(module.bias.data, bias_before[name]), name
 
 
-@pytest.mark.parametrize("q", [0.0, 30.0, 75.0, 97.5])
-def test_prune_by_percentile_removes_q_percent_of_every_layer(small_model, q):
-    """Each conv and fc layer loses q% of its weights, the smallest in magnitude *of that layer*."""
+@pytest.mark.parametrize("q", [0.0, 2.5, 30.0, 80.0, 100.0])
+def test_prune_by_percentile_keeps_q_percent_of_every_layer(small_model, q):
+    """Each conv and fc layer keeps q% of its weights (the handout's rule), the largest in magnitude *of that layer*."""
     before = weights(small_model)
     small_model.prune_by_percentile(q)
     for name, module in small_model.prunable_layers():
         w, after = before[name], module.weight.data
-        assert abs((after == 0).sum().item() - q / 100 * w.numel()) <= 1, name
+        assert abs((after != 0).sum().item() - q / 100 * w.numel()) <= 1, name
         # Survivors are unchanged and are all at least as large as every pruned weight.
         alive = after != 0
         assert torch.equal(after[alive], w[alive]), name
@@ -70,26 +70,28 @@ def test_prune_by_percentile_removes_q_percent_of_every_layer(small_model, q):
 
 
 def test_prune_by_percentile_default_rate(small_model):
-    """Without arguments the percentile method prunes DEFAULT_PRUNE_RATE percent of each layer."""
+    """Without arguments the percentile method keeps DEFAULT_PRUNE_RATE percent of each layer (95: prunes 5%)."""
+    assert DEFAULT_PRUNE_RATE == 95.0
     small_model.prune_by_percentile()
     for name, module in small_model.prunable_layers():
-        expected = DEFAULT_PRUNE_RATE / 100 * module.weight.numel()
+        expected = (100 - DEFAULT_PRUNE_RATE) / 100 * module.weight.numel()
         assert abs((module.weight == 0).sum().item() - expected) <= 1, name
 
 
 def test_prune_by_percentile_with_a_per_layer_mapping(small_model):
-    """A mapping prunes each listed layer at its own rate and leaves the others untouched."""
+    """A mapping keeps each listed layer's own percentage and leaves the others untouched."""
     before = weights(small_model)
-    rates = {"conv_a": 50.0, "fc_a": 90.0}
+    rates = {"conv_a": 30.0, "fc_a": 80.0}
     small_model.prune_by_percentile(rates)
     for name, module in small_model.prunable_layers():
         if name in rates:
-            assert abs(zero_fraction(module.weight) - rates[name] / 100) <= 1 / module.weight.numel(), name
+            assert abs(1 - zero_fraction(module.weight) - rates[name] / 100) <= 1 / module.weight.numel(), name
         else:
             assert torch.equal(module.weight.data, before[name]), name
 
 
-@pytest.mark.parametrize("q", [{"conv_z": 50.0}, {"conv_a.weight": 50.0}, -1.0, 100.5, {"fc_a": 120.0}])
+@pytest.mark.parametrize("q", [{"conv_z": 50.0}, {"conv_a.weight": 50.0}, -1.0, 100.5, {"fc_a": 120.0},
+                               float("nan"), "50", True])
 def test_prune_by_percentile_rejects_bad_rates(small_model, q):
     """Unknown layer names and rates outside [0, 100] raise ValueError before anything is pruned."""
     before = weights(small_model)
@@ -112,12 +114,18 @@ def test_alexnet_has_the_specified_parameters(alexnet):
 
 
 def test_alexnet_per_layer_percentile_pruning(alexnet):
-    """The course's per-layer rates give exactly that sparsity in every AlexNet layer, conv included."""
+    """The course's per-layer percentages kept give exactly that density in every AlexNet layer, conv included.
+
+    They are the old recipe's pruning rates translated (conv1 50%, conv2 80%, conv3-5 90%, fc1 96%, fc2 99%
+    and fc3 85% pruned), so the default run prunes as much as before.
+    """
+    assert {name: 100 - keep for name, keep in DEFAULT_LAYER_KEEP.items()} == {
+        "conv1": 50, "conv2": 80, "conv3": 90, "conv4": 90, "conv5": 90, "fc1": 96, "fc2": 99, "fc3": 85}
     bias_before = biases(alexnet)
-    alexnet.prune_by_percentile(DEFAULT_LAYER_RATES)
+    alexnet.prune_by_percentile(DEFAULT_LAYER_KEEP)
     for name, module in alexnet.prunable_layers():
         n = module.weight.numel()
-        assert abs((module.weight == 0).sum().item() - DEFAULT_LAYER_RATES[name] / 100 * n) <= 1, name
+        assert abs((module.weight != 0).sum().item() - DEFAULT_LAYER_KEEP[name] / 100 * n) <= 1, name
         assert torch.equal(module.bias.data, bias_before[name]), name
 
 

@@ -10,7 +10,7 @@ from net.quantization import apply_weight_sharing
 
 @pytest.fixture
 def pruned_model(small_model):
-    small_model.prune_by_percentile(70.0)
+    small_model.prune_by_percentile(30.0)
     return small_model
 
 

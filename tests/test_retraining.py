@@ -45,7 +45,7 @@ def assert_pruned_stay_zero_and_alive_weights_move(before, model):
 def test_retraining_keeps_pruned_weights_at_zero(make_optimizer):
     """After train() on a pruned model, every weight that was 0 is exactly 0 and the others were trained."""
     model = small_net()
-    model.prune_by_percentile(60.0)
+    model.prune_by_percentile(40.0)
     before = layer_weights(model)
     run_train(model, make_optimizer(model.parameters()))
     assert_pruned_stay_zero_and_alive_weights_move(before, model)
@@ -58,7 +58,7 @@ def test_optimizer_state_from_before_pruning_does_not_regrow_weights(name):
     optimizer = OPTIMIZERS[name](model.parameters())
     run_train(model, optimizer, epochs=1)          # dense training fills the optimizer state
     assert optimizer.state, "the optimizer should hold state now"
-    model.prune_by_percentile(60.0)
+    model.prune_by_percentile(40.0)
     before = layer_weights(model)
     run_train(model, optimizer, epochs=1)          # same optimizer, stale state
     assert_pruned_stay_zero_and_alive_weights_move(before, model)
@@ -70,7 +70,7 @@ def test_gradient_masking_alone_would_let_stale_momentum_regrow_weights(monkeypa
     model = small_net()
     optimizer = OPTIMIZERS["sgd-nesterov-wd"](model.parameters())
     run_train(model, optimizer, epochs=1)
-    model.prune_by_percentile(60.0)
+    model.prune_by_percentile(40.0)
     before = layer_weights(model)
     run_train(model, optimizer, epochs=1)
     regrown = sum(int((model.get_parameter(n).data[w == 0] != 0).sum()) for n, w in before.items())
@@ -82,7 +82,7 @@ def test_retraining_the_alexnet_with_the_scripts_optimizer():
     from net.models import AlexNet
     torch.manual_seed(0)
     model = AlexNet()
-    model.prune_by_percentile(pruning.DEFAULT_LAYER_RATES)
+    model.prune_by_percentile(pruning.DEFAULT_LAYER_KEEP)
     before = layer_weights(model)
     optimizer, scheduler = pruning.make_optimizer(model, lr=0.01, epochs=1, steps_per_epoch=2, weight_decay=5e-4)
     pruning.train(model, tiny_images(16), optimizer, 1, torch.device("cpu"), batch_size=8, scheduler=scheduler,

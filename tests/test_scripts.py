@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from pruning import DEFAULT_LAYER_RATES
+from pruning import DEFAULT_LAYER_KEEP
 from tests.conftest import ASSIGNMENT, SOLUTIONS, run_python
 from tests.tinycifar import write_tiny_cifar
 
@@ -93,8 +93,8 @@ def test_solutions_prune_share_and_encode(runs):
     retrained, shared = load(folder, SAVES[1]), load(folder, SAVES[2])
     for name, module in retrained.prunable_layers():
         weight = module.weight.data
-        expected = DEFAULT_LAYER_RATES[name] / 100 * weight.numel()
-        assert abs(int((weight == 0).sum()) - expected) <= 1, name
+        expected = DEFAULT_LAYER_KEEP[name] / 100 * weight.numel()
+        assert abs(int((weight != 0).sum()) - expected) <= 1, name
         after = shared.get_submodule(name).weight.data
         assert torch.equal(after == 0, weight == 0), name
         assert len(np.unique(after[after != 0].numpy())) <= 32, name

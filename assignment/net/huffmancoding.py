@@ -1,250 +1,105 @@
-"""Huffman coding of a pruned, weight-shared model.
+"""Huffman coding of a pruned, weight-shared model: what ``huffman_encode.py`` writes to ``encodings/``.
 
-Every tensor of the model is written to ``directory`` as a few small files:
+Every parameter of the model becomes a few files in the encodings folder:
 
-* a weight matrix is stored in compressed sparse form (CSR or CSC for fc
-  layers, one CSR per 2-D kernel slice for conv layers); each of its arrays
-  (values, column indices, row pointers) is Huffman coded into its own
-  ``<layer>_<part>.huff`` file;
-* a bias is stored raw, 4 bytes per value, in ``<layer>_bias.bin``.
+* **fc weight** (2-D, provided below as the worked example): the matrix is
+  read line by line: by rows when it has fewer rows than columns, else by
+  columns (so CSR, or CSC), which keeps the number of lines small. Three
+  streams, each Huffman coded into its own file: ``<layer>_data.huff``, the
+  non-zero values line after line; ``<layer>_gaps.huff``, for each non-zero
+  its position in its line minus the position of the line's previous
+  non-zero (the first of a line: its position); ``<layer>_counts.huff``,
+  the number of non-zeros of each line.
+* **conv weight** (4-D, your TODO): one CSR matrix per 2-D kernel slice,
+  and their ``data``, ``indices`` and ``indptr`` arrays concatenated into
+  ``<layer>_data.huff``, ``<layer>_indices.huff`` and ``<layer>_indptr.huff``.
+  Gaps and counts are CSR's column indices and row pointers in a form whose
+  small numbers repeat more (so they get shorter codes); the conv TODO keeps
+  the plain CSR arrays of the original handout, simpler to write, and conv
+  layers are small.
+* **bias**: stored raw, 4 bytes per value, in ``<layer>_bias.bin``.
 
-A ``.huff`` file is self-contained: a 9-byte header (dtype code, number of
-symbols, number of distinct values), the distinct values (4 bytes each), the
-code length of each value (1 byte each) and the packed bit stream. The codes
-are *canonical* Huffman codes, so the code lengths alone define the codebook.
-
-Compressed size counts every byte written: headers, codebooks and bit streams
-of the weights, plus 4 bytes per bias value.
+Each ``.huff`` file is written by ``huffman_encode(array, path)`` and read by
+``huffman_decode(path)`` from ``net/huffman_core.py`` (provided; its
+docstring explains canonical Huffman coding and the file layout). The
+compressed size counts every byte written; the total's ratio is the *file
+compression rate* that the leaderboard ranks.
 """
-import heapq
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Tuple, Union
+from typing import Iterator, List, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn as nn
-from scipy.sparse import csc_matrix, csr_matrix
+from scipy.sparse import csr_matrix
+
+from .huffman_core import huffman_code_lengths, huffman_decode, huffman_encode  # noqa: F401
 
 PathLike = Union[str, Path]
-
-HEADER = struct.Struct("<cII")  # dtype code, number of symbols, number of distinct values
-DTYPES = {b"f": np.dtype("<f4"), b"i": np.dtype("<i4")}
-MAX_CODE_LENGTH = 57  # a code must fit in a 64-bit window read at any bit offset
+LINES_PER_BLOCK = 256  # lines of an fc matrix handled at a time, so a dense fc2 fits in memory
 
 
 # ---------------------------------------------------------------------------
-# Generic Huffman coding of a 1-D array
+# The worked example: fc weight matrices
 # ---------------------------------------------------------------------------
 
-def huffman_code_lengths(counts: np.ndarray) -> np.ndarray:
-    """Return the Huffman code length of each symbol, given how often each occurs.
-
-    Builds the Huffman tree the textbook way: repeatedly merge the two least
-    frequent nodes. Ties are broken by node number, so the result is
-    deterministic. A lone symbol gets a 1-bit code.
-    """
-    n_symbols = len(counts)
-    if n_symbols == 1:
-        return np.ones(1, dtype=np.int64)
-    heap = [(int(count), node) for node, count in enumerate(counts)]
-    heapq.heapify(heap)
-    parent = [0] * (2 * n_symbols - 1)
-    next_node = n_symbols
-    while len(heap) > 1:
-        count_a, a = heapq.heappop(heap)
-        count_b, b = heapq.heappop(heap)
-        parent[a] = parent[b] = next_node
-        heapq.heappush(heap, (count_a + count_b, next_node))
-        next_node += 1
-    # A parent is always numbered after its children and the root is last, so
-    # walking the nodes downwards gives every parent's depth before its children's.
-    depth = [0] * (2 * n_symbols - 1)
-    for node in range(2 * n_symbols - 3, -1, -1):
-        depth[node] = depth[parent[node]] + 1
-    return np.array(depth[:n_symbols], dtype=np.int64)
+def fc_lines(param: np.ndarray) -> np.ndarray:
+    """The matrix whose rows are the lines the fc code stores: ``param`` (CSR) or ``param.T`` (CSC)."""
+    return param if param.shape[0] < param.shape[1] else param.T
 
 
-def canonical_codes(lengths: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Assign canonical codes to symbols with the given code lengths.
-
-    Symbols are ordered by (code length, symbol number); the first gets code
-    0 and each next one gets the previous code plus one, shifted left when the
-    length grows (as in DEFLATE). Returns ``(codes, order)``: the code of each
-    symbol and the symbols in canonical order.
-    """
-    order = np.lexsort((np.arange(len(lengths)), lengths))
-    sorted_lengths = lengths[order]
-    codes_sorted = np.zeros(len(lengths), dtype=np.uint64)
-    first_code = 0
-    previous_length = 0
-    for length in np.unique(sorted_lengths):
-        first_code <<= int(length) - previous_length
-        same = np.flatnonzero(sorted_lengths == length)
-        codes_sorted[same] = first_code + np.arange(len(same), dtype=np.uint64)
-        first_code += len(same)
-        previous_length = int(length)
-    codes = np.empty_like(codes_sorted)
-    codes[order] = codes_sorted
-    return codes, order
+def line_blocks(lines: np.ndarray) -> Iterator[csr_matrix]:
+    """``lines`` as CSR matrices of ``LINES_PER_BLOCK`` rows each, top to bottom."""
+    for start in range(0, lines.shape[0], LINES_PER_BLOCK):
+        yield csr_matrix(lines[start:start + LINES_PER_BLOCK])
 
 
-def pack_codes(codes: np.ndarray, lengths: np.ndarray, chunk: int = 1 << 20) -> bytes:
-    """Concatenate the bit strings ``codes[i]`` of ``lengths[i]`` bits and pack them into bytes."""
-    pieces = []
-    for start in range(0, len(codes), chunk):
-        c = codes[start:start + chunk]
-        n = lengths[start:start + chunk].astype(np.int64)
-        # bit j of symbol i's code, most significant first
-        symbol = np.repeat(np.arange(len(c)), n)
-        bit_index = np.arange(symbol.size) - np.repeat(np.cumsum(n) - n, n)
-        shift = (n[symbol] - 1 - bit_index).astype(np.uint64)
-        pieces.append(((c[symbol] >> shift) & np.uint64(1)).astype(np.uint8))
-    bits = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.uint8)
-    return np.packbits(bits).tobytes()
-
-
-def bit_windows(payload: bytes, n_bits: int, width: int) -> np.ndarray:
-    """Return, for every bit position p < n_bits, the ``width`` bits starting at p as an integer."""
-    padded = np.frombuffer(payload + bytes(8), dtype=np.uint8)
-    # A big-endian 64-bit word starting at every byte (a strided view, no copy).
-    words = np.ndarray(len(padded) - 7, dtype=">u8", buffer=padded, strides=(1,))
-    positions = np.arange(n_bits)
-    word = words[positions >> 3].astype(np.uint64) << (positions & 7).astype(np.uint64)
-    return word >> np.uint64(64 - width)
-
-
-def huffman_encode(array: np.ndarray, path: PathLike) -> int:
-    """Huffman code the 1-D float32 or int32 ``array`` into the file ``path``; return bytes written."""
-    array = np.ascontiguousarray(array).reshape(-1)
-    dtype_code = b"f" if array.dtype.kind == "f" else b"i"
-    array = array.astype(DTYPES[dtype_code])
-    # The symbols are bit patterns rather than numbers, so that -0.0 and 0.0
-    # (which compare equal) both come back exactly as they were.
-    values, inverse, counts = np.unique(array.view("<u4"), return_inverse=True, return_counts=True)
-    lengths = huffman_code_lengths(counts) if len(values) else np.zeros(0, dtype=np.int64)
-    if len(values) and lengths.max() > MAX_CODE_LENGTH:
-        raise ValueError(f"{path}: a Huffman code is longer than {MAX_CODE_LENGTH} bits")
-    codes, _ = canonical_codes(lengths)
-    inverse = inverse.reshape(-1)
-    payload = pack_codes(codes[inverse], lengths[inverse])
-    blob = (HEADER.pack(dtype_code, array.size, len(values)) + values.tobytes()
-            + lengths.astype(np.uint8).tobytes() + payload)
-    Path(path).write_bytes(blob)
-    return len(blob)
-
-
-def huffman_decode(path: PathLike) -> np.ndarray:
-    """Read back the array that ``huffman_encode`` wrote to ``path``."""
-    blob = Path(path).read_bytes()
-    dtype_code, n_symbols, n_values = HEADER.unpack_from(blob)
-    dtype = DTYPES[dtype_code]
-    offset = HEADER.size
-    values = np.frombuffer(blob, dtype=dtype, count=n_values, offset=offset)
-    offset += 4 * n_values
-    lengths = np.frombuffer(blob, dtype=np.uint8, count=n_values, offset=offset).astype(np.int64)
-    payload = blob[offset + n_values:]
-    if n_symbols == 0:
-        return np.zeros(0, dtype=dtype)
-
-    codes, order = canonical_codes(lengths)
-    width = int(lengths.max())
-    n_bits = 8 * len(payload)
-    windows = bit_windows(payload, n_bits, width)
-    code_at = first_code_index(windows, codes[order], lengths[order], width)
-    next_start = np.minimum(np.arange(n_bits) + lengths[order][code_at], n_bits)
-    starts = follow_codes(np.append(next_start, n_bits), n_symbols)
-    return values[order[code_at[starts]]].copy()
-
-
-def first_code_index(windows: np.ndarray, sorted_codes: np.ndarray, sorted_lengths: np.ndarray,
-                     width: int, table_bits: int = 20) -> np.ndarray:
-    """For each ``width``-bit window, the canonical index of the code it starts with.
-
-    Canonical codes, left-aligned to ``width`` bits, increase in canonical
-    order and split the ``2**width`` possible windows into consecutive runs,
-    one per code (``2**(width - length)`` windows each). For short codes a
-    lookup table of those runs answers at once; otherwise a binary search does.
-    """
-    if width <= table_bits:
-        table = np.repeat(np.arange(len(sorted_lengths)), 1 << (width - sorted_lengths))
-        # Windows past the last code only occur where no code starts; any index will do there.
-        table = np.append(table, np.full((1 << width) - len(table), len(sorted_lengths) - 1))
-        return table[windows]
-    left_aligned = sorted_codes << (width - sorted_lengths).astype(np.uint64)
-    return np.searchsorted(left_aligned, windows, side="right") - 1
-
-
-def follow_codes(next_start: np.ndarray, n_symbols: int, hop_bits: int = 4) -> np.ndarray:
-    """Return the start positions of the first ``n_symbols`` codes of a bit stream.
-
-    ``next_start[p]`` is where the next code starts if a code starts at bit
-    ``p``. Following it from 0 is inherently sequential; to keep the Python
-    loop short, it jumps ``2**hop_bits`` codes at a time (a table built by
-    repeated squaring) and fills in the codes in between with numpy.
-    """
-    hop = 2 ** hop_bits
-    far = next_start
-    for _ in range(hop_bits):
-        far = far[far]
-    coarse = np.empty(-(-n_symbols // hop), dtype=np.int64)
-    position = 0
-    for i in range(len(coarse)):
-        coarse[i] = position
-        position = far[position]
-    starts = np.empty((len(coarse), hop), dtype=np.int64)
-    starts[:, 0] = coarse
-    for step in range(1, hop):
-        starts[:, step] = next_start[starts[:, step - 1]]
-    return starts.reshape(-1)[:n_symbols]
-
-
-# ---------------------------------------------------------------------------
-# Weight matrices in sparse form
-# ---------------------------------------------------------------------------
-
-def sparse_form(shape: Tuple[int, int]) -> str:
-    """CSR when the matrix has fewer rows than columns, else CSC: the pointer array stays short."""
-    return "csr" if shape[0] < shape[1] else "csc"
+def gaps_of(block: csr_matrix) -> np.ndarray:
+    """Each non-zero's column minus the previous non-zero's column in its row (its column, if first)."""
+    gaps = np.diff(block.indices, prepend=0).astype(np.int32)
+    firsts = block.indptr[:-1][np.diff(block.indptr) > 0]
+    gaps[firsts] = block.indices[firsts]
+    return gaps
 
 
 def huffman_encode_fc(param: np.ndarray, name: str, directory: PathLike) -> int:
-    """Encode a 2-D fc weight matrix; return the bytes written.
-
-    Three streams: the non-zero values, their position within their row
-    (column for CSC) as the gap from the previous non-zero of that row, and
-    the number of non-zeros of each row.
-    """
-    matrix = (csr_matrix if sparse_form(param.shape) == "csr" else csc_matrix)(param)
-    row_of = np.repeat(np.arange(len(matrix.indptr) - 1), np.diff(matrix.indptr))
-    gaps = matrix.indices.astype(np.int64)
-    same_row = row_of[1:] == row_of[:-1]
-    gaps[1:][same_row] -= matrix.indices[:-1][same_row]
-    directory = Path(directory)
-    return (huffman_encode(matrix.data, directory / f"{name}_data.huff")
-            + huffman_encode(gaps, directory / f"{name}_gaps.huff")
-            + huffman_encode(np.diff(matrix.indptr), directory / f"{name}_counts.huff"))
+    """Encode a 2-D fc weight matrix into data, gaps and counts files; return the bytes written."""
+    lines, directory = fc_lines(param), Path(directory)
+    data = np.concatenate([block.data for block in line_blocks(lines)])
+    written = huffman_encode(data, directory / f"{name}_data.huff")
+    del data  # one stream in memory at a time
+    gaps = np.concatenate([gaps_of(block) for block in line_blocks(lines)])
+    written += huffman_encode(gaps, directory / f"{name}_gaps.huff")
+    counts = np.count_nonzero(lines, axis=1)
+    return written + huffman_encode(counts, directory / f"{name}_counts.huff")
 
 
 def huffman_decode_fc(param: np.ndarray, name: str, directory: PathLike) -> np.ndarray:
     """Decode what ``huffman_encode_fc`` wrote for the weight ``param``; return the dense matrix."""
     directory = Path(directory)
     data = huffman_decode(directory / f"{name}_data.huff")
-    gaps = huffman_decode(directory / f"{name}_gaps.huff").astype(np.int64)
+    gaps = huffman_decode(directory / f"{name}_gaps.huff")
     counts = huffman_decode(directory / f"{name}_counts.huff").astype(np.int64)
-    indptr = np.concatenate([[0], np.cumsum(counts)])
-    # Undo the gaps: a running sum that restarts at the first entry of every row.
-    running = np.concatenate([[0], np.cumsum(gaps)])
-    row_start = np.repeat(indptr[:-1], counts)
-    indices = running[1:] - running[row_start]
-    # Scatter into a C-ordered array (a CSC matrix's toarray() would be Fortran-ordered).
-    lines = np.repeat(np.arange(len(counts)), counts)
-    rows, columns = (lines, indices) if sparse_form(param.shape) == "csr" else (indices, lines)
     dense = np.zeros(param.shape, dtype=param.dtype)
-    dense[rows, columns] = data
+    lines = fc_lines(dense)  # a view: filling its rows fills `dense`
+    ends = np.cumsum(counts)
+    for start in range(0, len(counts), LINES_PER_BLOCK):
+        block_counts = counts[start:start + LINES_PER_BLOCK]
+        indptr = np.concatenate([[0], np.cumsum(block_counts)])
+        first, last = ends[start] - block_counts[0], ends[start + len(block_counts) - 1]
+        # Undo the gaps: a running sum that restarts at the first non-zero of every line.
+        running = np.cumsum(gaps[first:last].astype(np.int64))
+        line_start = np.repeat(indptr[:-1], block_counts)
+        indices = running - running[line_start] + gaps[first:last][line_start]
+        block = csr_matrix((data[first:last], indices, indptr), shape=(len(block_counts), lines.shape[1]))
+        lines[start:start + len(block_counts)] = block.toarray()
     return dense
 
+
+# ---------------------------------------------------------------------------
+# Your TODOs: conv weights
+# ---------------------------------------------------------------------------
 
 def huffman_encode_conv(param: np.ndarray, name: str, directory: PathLike) -> int:
     """Encode a 4-D conv weight of shape (Kn, Ch, H, W); return the bytes written.
@@ -262,7 +117,8 @@ def huffman_encode_conv(param: np.ndarray, name: str, directory: PathLike) -> in
     #       of `param.reshape(-1, W)`: its CSR `data` and `indices` are already
     #       the concatenations you need, and each slice's `indptr` is a piece
     #       of its `indptr` shifted to start at 0. Keep `indptr` values as they
-    #       are (no differences) so that `huffman_decode_conv` can undo them.
+    #       are (no differences, no gaps: that is the fc scheme, not this one)
+    #       so that `huffman_decode_conv` can undo them.
     raise NotImplementedError("huffman_encode_conv is a TODO")
 
 

@@ -95,8 +95,16 @@ def std_band(weight: torch.Tensor, s: float) -> Tuple[float, float]:
     return low * (1 - 1e-6), high * (1 + 1e-6)
 
 
+def keep_band(weight: torch.Tensor, keep: float) -> Tuple[float, float]:
+    """Thresholds for ``prune_by_percentile(keep)``: keep ``keep`` percent of ``weight``, prune the rest.
+
+    The handout's rule: the threshold is the ``(100 - keep)``-th percentile of ``|weight|``.
+    """
+    return percentile_band(weight, 100.0 - keep)
+
+
 def percentile_band(weight: torch.Tensor, q: float) -> Tuple[float, float]:
-    """Thresholds for pruning ``q`` percent of ``weight``, allowing one weight more or less.
+    """Thresholds for pruning ``q`` percent of ``weight`` (the q-th percentile), allowing one weight more or less.
 
     Weights below ``low`` must go and weights from ``high`` up must stay,
     so "prune the k smallest" with k rounded either way is accepted too.

@@ -7,7 +7,7 @@ Each TODO is graded on its own: the tests of ``prune_by_std`` and
 import pytest
 
 from grader.homework import CONV_LAYERS, FC_LAYERS, LAYERS
-from grader.suites.common import fail_if, percentile_band, pruning_problems, snapshot, std_band, unchanged_problems
+from grader.suites.common import fail_if, keep_band, pruning_problems, snapshot, std_band, unchanged_problems
 from grader.worker.models import small_alexnet
 
 pytestmark = pytest.mark.part("prune")
@@ -122,54 +122,57 @@ def test_std_default_sensitivity(student):
     fail_if(problems, "After model.prune_by_std() (s = 0.25), the model is not pruned as expected:")
 
 
-def check_percentile(student, rates, seed, args, layers=None):
-    """Prune a fresh small model with ``prune_by_percentile(*args)``: the layers in ``rates`` lose that percentage, the others nothing.
+def check_percentile(student, keep, seed, args, layers=None):
+    """Prune a fresh small model with ``prune_by_percentile(*args)``: the layers in ``keep`` keep that percentage, the others everything.
 
-    Only the weights of ``layers`` (default: all of ``rates``) and the
-    layers missing from ``rates`` are checked.
+    The handout's rule: ``q`` is the percentage of weights kept, the
+    threshold the ``(100 - q)``-th percentile of the layer's ``|W|``. Only
+    the weights of ``layers`` (default: all of ``keep``) and the layers
+    missing from ``keep`` are checked.
     """
     before, after = pruned(student, seed, "prune_by_percentile", *args)
     problems = []
-    for name in layers or rates:
-        q = rates[name]
-        problems += layer_problems(after, before, [name], lambda w: percentile_band(w, q),
-                                   f" (the {q:g}th percentile of this layer's |weights|)")
-    untouched = [n for n in before if n.endswith(".bias") or n.split(".")[0] not in rates]
+    for name in layers or keep:
+        q = keep[name]
+        problems += layer_problems(after, before, [name], lambda w: keep_band(w, q),
+                                   f" (q = {q:g} keeps {q:g}%: the {100 - q:g}th percentile of this layer's "
+                                   "|weights|)")
+    untouched = [n for n in before if n.endswith(".bias") or n.split(".")[0] not in keep]
     problems += unchanged_problems(untouched, before, after, "only the weights of the layers being pruned may change")
     return problems
 
 
 @pytest.mark.points(5, todo=PERCENTILE)
 def test_percentile_prunes_conv_layers(student):
-    """prune_by_percentile(q) removes the q% smallest-magnitude weights of every conv layer, layer by layer."""
+    """prune_by_percentile(q) keeps the q% largest-magnitude weights of every conv layer, layer by layer."""
     problems = check_percentile(student, dict.fromkeys(LAYERS, 30.0), 6, [30.0], CONV_LAYERS)
     fail_if(problems, "After model.prune_by_percentile(30), the conv layers are not pruned as expected "
-                      "(about 30% of each layer should be 0):")
+                      "(q is the percentage kept: about 30% of each layer should stay non-zero, 70% become 0):")
 
 
 @pytest.mark.points(5, todo=PERCENTILE)
 def test_percentile_prunes_fc_layers(student):
-    """prune_by_percentile(q) removes the q% smallest-magnitude weights of every fc layer, layer by layer."""
+    """prune_by_percentile(q) keeps the q% largest-magnitude weights of every fc layer, layer by layer."""
     problems = check_percentile(student, dict.fromkeys(LAYERS, 80.0), 7, [80.0], FC_LAYERS)
     fail_if(problems, "After model.prune_by_percentile(80), the fc layers are not pruned as expected "
-                      "(about 80% of each layer should be 0):")
+                      "(q is the percentage kept: about 80% of each layer should stay non-zero, 20% become 0):")
 
 
 @pytest.mark.points(5, todo=PERCENTILE)
 def test_percentile_default_rate(student):
-    """prune_by_percentile() uses DEFAULT_PRUNE_RATE for all eight layers and never prunes a bias."""
+    """prune_by_percentile() keeps DEFAULT_PRUNE_RATE percent of all eight layers and never prunes a bias."""
     q = student.constant("net.prune", "DEFAULT_PRUNE_RATE")
     if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0 <= q <= 100:
         raise AssertionError(f"net/prune.py: DEFAULT_PRUNE_RATE must be a number from 0 to 100, not {q!r}")
     q = float(q)
     problems = check_percentile(student, dict.fromkeys(LAYERS, q), 8, [])
-    fail_if(problems, f"After model.prune_by_percentile() (DEFAULT_PRUNE_RATE = {q:g}), "
-                      "the model is not pruned as expected:")
+    fail_if(problems, f"After model.prune_by_percentile() (DEFAULT_PRUNE_RATE = {q:g}: keep {q:g}% of each "
+                      "layer), the model is not pruned as expected:")
 
 
 @pytest.mark.points(5, todo=PERCENTILE)
 def test_percentile_per_layer_rates(student):
-    """prune_by_percentile({layer: q, ...}) prunes each listed layer at its own rate and leaves the others alone."""
-    rates = {"conv2": 50.0, "conv5": 10.0, "fc1": 90.0}
+    """prune_by_percentile({layer: q, ...}) keeps its own percentage of each listed layer and leaves the others alone."""
+    rates = {"conv2": 35.0, "conv5": 90.0, "fc1": 10.0}
     problems = check_percentile(student, rates, 9, [dict(rates)])
     fail_if(problems, f"After model.prune_by_percentile({rates}), the model is not pruned as expected:")

@@ -5,17 +5,20 @@ model; the retraining loop in ``pruning.py`` rebuilds them from the zeros.
 Only the weights of ``nn.Conv2d`` and ``nn.Linear`` layers are pruned, never
 the biases.
 """
+from numbers import Real
 from typing import Iterator, Mapping, Tuple, Union
 
 import numpy as np
 import torch.nn as nn
 
-DEFAULT_PRUNE_RATE = 5.0
-"""Percentage of the weights of each layer that ``prune_by_percentile`` removes by default."""
+DEFAULT_PRUNE_RATE = 95.0
+"""The handout's default ``q``: the percentage of each layer's weights that
+``prune_by_percentile`` KEEPS (95 keeps 95% and prunes the 5% smallest)."""
 
 PRUNABLE_TYPES = (nn.Conv2d, nn.Linear)
 
-PruneRate = Union[float, Mapping[str, float]]
+KeepPercent = Union[float, Mapping[str, float]]
+"""One percentage of weights to keep for every layer, or ``{layer name: percentage}``."""
 
 
 class PruningModule(nn.Module):
@@ -63,40 +66,54 @@ class PruningModule(nn.Module):
         # END SOLUTION
         # STUB: pass
 
-    def prune_by_percentile(self, q: PruneRate = DEFAULT_PRUNE_RATE) -> None:
-        """Prune the ``q`` percent smallest-magnitude weights of every conv and fc layer.
+    def prune_by_percentile(self, q: KeepPercent = DEFAULT_PRUNE_RATE) -> None:
+        """Keep the ``q`` percent largest-magnitude weights of every conv and fc layer, zero the rest.
+
+        This is the handout's rule: the threshold of a layer is the
+        ``(100 - q)``-th percentile of the absolute values of that layer's
+        weights, so ``q`` is the percentage of weights KEPT and about
+        ``100 - q`` percent of each layer becomes 0 (``q = 10`` prunes 90%).
+        Because every layer is cut at its own percentile, the compression
+        rate is predictable.
 
         ``q`` is either one percentage for all layers or a mapping from layer
         name (``"conv1"``, ``"fc2"``, ...) to percentage; layers missing from
-        the mapping are not pruned. The threshold of a layer is the q-th
-        percentile of the absolute values of that layer's weights, so about q%
-        of each layer is removed and the compression rate is predictable.
+        the mapping are not pruned.
         """
-        rates = self._rates_by_layer(q)
+        keep = self._rates_by_layer(q)
         # TODO: for every (name, module) in `self.prunable_layers()` whose
-        #       name is in `rates`, compute the threshold as the `rates[name]`-th
-        #       percentile of the absolute values of *that layer's* weights
-        #       (np.percentile on a numpy copy, or torch.quantile), print it,
-        #       and call `self._prune(module, threshold)`.
+        #       name is in `keep`:
+        #       1. compute the threshold as the (100 - keep[name])-th
+        #          percentile of the absolute values of *that layer's*
+        #          weights, e.g. `np.percentile(magnitudes, 100 - keep[name])`
+        #          on `magnitudes = module.weight.data.abs().cpu().numpy()`
+        #          (not torch.quantile: it refuses tensors of more than 2**24
+        #          elements, and fc2 has exactly 2**24);
+        #       2. print the layer name and the threshold;
+        #       3. call `self._prune(module, threshold)`.
+        #       Check yourself: `q = 30` must leave about 30% of each layer
+        #       non-zero, `q = 80` about 80%.
         # BEGIN SOLUTION
         for name, module in self.prunable_layers():
-            if name not in rates:
+            if name not in keep:
                 continue
             magnitudes = module.weight.data.abs().cpu().numpy()
-            threshold = float(np.percentile(magnitudes, rates[name]))
-            print(f"Pruning {name} at the {rates[name]:g}th percentile: threshold {threshold:.6f}")
+            threshold = float(np.percentile(magnitudes, 100.0 - keep[name]))
+            print(f"Pruning {name}: keeping {keep[name]:g}%, threshold {threshold:.6f} "
+                  f"(the {100.0 - keep[name]:g}th percentile of |W|)")
             self._prune(module, threshold)
         # END SOLUTION
         # STUB: pass
 
-    def _rates_by_layer(self, q: PruneRate) -> Mapping[str, float]:
-        """Turn ``q`` into a checked ``{layer name: percentage}`` mapping."""
+    def _rates_by_layer(self, q: KeepPercent) -> Mapping[str, float]:
+        """Turn ``q`` into a checked ``{layer name: percentage kept}`` mapping (ValueError if it is bad)."""
         names = [name for name, _ in self.prunable_layers()]
         rates = dict(q) if isinstance(q, Mapping) else dict.fromkeys(names, q)
         unknown = sorted(set(rates) - set(names))
         if unknown:
             raise ValueError(f"unknown layer(s) {unknown}; prunable layers are {names}")
         for name, rate in rates.items():
-            if not 0.0 <= float(rate) <= 100.0:
-                raise ValueError(f"pruning rate for {name} must be between 0 and 100, got {rate}")
+            if isinstance(rate, bool) or not isinstance(rate, Real) or not 0.0 <= float(rate) <= 100.0:
+                raise ValueError(f"the percentage of weights to keep in {name} must be a number from 0 to 100, "
+                                 f"got {rate!r}")
         return {name: float(rate) for name, rate in rates.items()}

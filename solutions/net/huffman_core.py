@@ -1,0 +1,294 @@
+"""Canonical Huffman coding of a 1-D array into one ``.huff`` file (PROVIDED: nothing to do here).
+
+``net/huffmancoding.py`` calls two functions of this module:
+``huffman_encode(array, path)`` and ``huffman_decode(path)``. You may read
+it to learn how Huffman coding works; you do not need to change it (the
+grader uses its own copy of this file).
+
+Huffman coding in three steps
+-----------------------------
+1. **Count.** Find every distinct value ("symbol") of the array and how
+   often it occurs.
+2. **Code lengths.** Huffman's algorithm builds a binary tree: start with
+   one node per symbol, weighted by its count, and repeatedly merge the two
+   lightest nodes into a new node whose weight is their sum. A symbol's code
+   length is its depth in the final tree, so frequent symbols get short
+   codes. The codes form a prefix code (no code is the start of another) of
+   the smallest possible total length.
+3. **Codes.** Many codes have the same lengths; the *canonical* code is the
+   one that can be rebuilt from the lengths alone, so a file needs to store
+   only one length per symbol, not the tree. List the symbols by (length,
+   symbol); the first gets the code 0...0 and each next one the previous code
+   plus one, shifted left when the length grows. With lengths a=2, b=1, c=3,
+   d=3 that gives b=``0``, a=``10``, c=``110``, d=``111``.
+
+Decoding needs no tree either. Let W be the longest length and read the
+stream W bits at a time (a "window"). Left-aligned to W bits, the canonical
+codes of each length fill one consecutive range of window values, longer
+codes above shorter ones, so the length of the code at the front of a window
+is the first length whose range ends above it, and its symbol is found by
+its distance from the first code of that length.
+
+The ``.huff`` file
+------------------
+All numbers little-endian:
+
+* a 9-byte header: dtype code (``b"f"`` float32 or ``b"i"`` int32), number
+  of symbols N (uint32), number of distinct values K (uint32);
+* the K distinct values, 4 bytes each, in increasing order of their bit
+  pattern (so ``-0.0`` and ``0.0`` stay distinct and come back exactly);
+* the K code lengths, 1 byte each, in the same order;
+* the bit stream: the codes of the N symbols one after another, most
+  significant bit first, padded with 0 bits to a whole byte.
+
+The size of the file (what ``huffman_encode`` returns) counts all of it.
+
+Memory
+------
+Both directions work through the array in chunks and keep per-symbol tables
+in small integer types, so that even a dense, unshared layer (fc2: 2**24
+values, almost all distinct) is coded in a few hundred MB.
+"""
+import struct
+from pathlib import Path
+from typing import BinaryIO, Tuple, Union
+
+import numpy as np
+
+PathLike = Union[str, Path]
+
+HEADER = struct.Struct("<cII")  # dtype code, number of symbols, number of distinct values
+DTYPES = {b"f": np.dtype("<f4"), b"i": np.dtype("<i4")}
+MAX_CODE_LENGTH = 57  # a code must fit in a 64-bit word read at any bit offset
+ENCODE_CHUNK = 1 << 16  # symbols turned into bits at a time
+DECODE_CHUNK = 1 << 21  # bit positions examined at a time
+
+
+# ---------------------------------------------------------------------------
+# Step 2: code lengths
+# ---------------------------------------------------------------------------
+
+def huffman_code_lengths(counts: np.ndarray) -> np.ndarray:
+    """Return the Huffman code length of each symbol (int64), given how often each occurs."""
+    return code_lengths(counts).astype(np.int64)
+
+
+def code_lengths(counts: np.ndarray) -> np.ndarray:
+    """``huffman_code_lengths`` as uint8, one byte per symbol (what the file stores).
+
+    The result is exactly that of the textbook heap algorithm (repeatedly
+    merge the two lightest nodes; ties go to the node created first, leaves
+    before merged nodes, lower symbol first). It runs as the classic "two
+    queues" method: the leaves sorted by count in one queue, the merged
+    nodes, which are created in order of weight, in the other. Whenever
+    many nodes are lighter than the sum of the two lightest, none of the
+    nodes made from them can be picked before they are all used, so they
+    are paired all at once: a few dozen numpy steps instead of one Python
+    step per symbol. A lone symbol gets a 1-bit code.
+    """
+    counts = np.asarray(counts)
+    n = counts.size
+    if n <= 1:
+        return np.ones(n, dtype=np.uint8)
+    order = np.argsort(counts, kind="stable")
+    kind = np.int64 if int(counts.sum()) >= 2 ** 31 else np.int32
+    leaf = counts[order].astype(kind)
+    node = np.empty(n - 1, dtype=kind)  # weights of the merged nodes, in the order they are made
+    batches = []
+    used_leaves = used_nodes = made = 0
+    while made < n - 1:
+        front = np.sort(np.concatenate([leaf[used_leaves:used_leaves + 2], node[used_nodes:min(used_nodes + 2, made)]]))
+        limit = front[0] + front[1]
+        n_leaves = int(np.searchsorted(leaf, limit, side="right")) - used_leaves
+        n_nodes = int(np.searchsorted(node[:made], limit, side="right")) - used_nodes
+        if (n_leaves + n_nodes) % 2:  # leave the heaviest one (a merged node on a tie) for later
+            if n_nodes and (n_leaves == 0 or node[used_nodes + n_nodes - 1] >= leaf[used_leaves + n_leaves - 1]):
+                n_nodes -= 1
+            else:
+                n_leaves -= 1
+        pairs = (n_leaves + n_nodes) // 2
+        batch = (used_leaves, n_leaves, used_nodes, n_nodes, made)
+        weights = _batch_weights(leaf, node, batch)
+        node[made:made + pairs] = weights[0::2] + weights[1::2]
+        batches.append(batch)
+        used_leaves, used_nodes, made = used_leaves + n_leaves, used_nodes + n_nodes, made + pairs
+
+    # Depths, from the root down: the nodes paired in a batch are children of the nodes it made.
+    leaf_depth = np.zeros(n, dtype=np.uint8)
+    node_depth = np.zeros(n - 1, dtype=np.uint8)
+    for batch in reversed(batches):
+        used_leaves, n_leaves, used_nodes, n_nodes, made = batch
+        pick = np.argsort(np.concatenate([leaf[used_leaves:used_leaves + n_leaves],
+                                          node[used_nodes:used_nodes + n_nodes]]), kind="stable")
+        depth = np.empty(pick.size, dtype=np.uint8)
+        depth[pick] = np.repeat(node_depth[made:made + pick.size // 2], 2) + 1
+        leaf_depth[used_leaves:used_leaves + n_leaves] = depth[:n_leaves]
+        node_depth[used_nodes:used_nodes + n_nodes] = depth[n_leaves:]
+    lengths = np.empty(n, dtype=np.uint8)
+    lengths[order] = leaf_depth
+    return lengths
+
+
+def _batch_weights(leaf: np.ndarray, node: np.ndarray, batch: Tuple[int, int, int, int, int]) -> np.ndarray:
+    """The weights of one batch's nodes in the order the heap would pick them (leaves first on a tie)."""
+    used_leaves, n_leaves, used_nodes, n_nodes, _ = batch
+    return np.sort(np.concatenate([leaf[used_leaves:used_leaves + n_leaves], node[used_nodes:used_nodes + n_nodes]]),
+                   kind="stable")
+
+
+# ---------------------------------------------------------------------------
+# Step 3: canonical codes
+# ---------------------------------------------------------------------------
+
+def first_codes(lengths: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Per code length L: how many symbols have it, and the canonical code of the first of them.
+
+    ``first[L] = (first[L - 1] + count[L - 1]) << 1``, as in DEFLATE (RFC 1951).
+    Both arrays are indexed by length, 0 to the longest length.
+    """
+    count = np.bincount(lengths, minlength=int(lengths.max()) + 1).astype(np.uint64)
+    count[0] = 0
+    first = np.zeros(count.size, dtype=np.uint64)
+    for length in range(1, count.size):
+        first[length] = (first[length - 1] + count[length - 1]) << np.uint64(1)
+    return count, first
+
+
+def canonical_codes(lengths: np.ndarray) -> np.ndarray:
+    """The canonical code of each symbol, given its code length (symbols of one length numbered in order)."""
+    _, first = first_codes(lengths)
+    codes = np.empty(lengths.size, dtype=np.uint64)
+    for length in range(1, first.size):
+        symbols = np.flatnonzero(lengths == length)
+        codes[symbols] = first[length] + np.arange(symbols.size, dtype=np.uint64)
+    return codes
+
+
+# ---------------------------------------------------------------------------
+# The file: encode
+# ---------------------------------------------------------------------------
+
+def distinct_values(bits: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """The distinct entries of the uint32 array ``bits`` in increasing order, and how often each occurs."""
+    ordered = np.sort(bits)
+    if ordered.size == 0:
+        return ordered, np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(np.concatenate([[True], ordered[1:] != ordered[:-1]]))
+    counts = np.diff(np.append(starts, ordered.size))
+    return ordered[starts], counts
+
+
+def huffman_encode(array: np.ndarray, path: PathLike) -> int:
+    """Huffman code the 1-D float32 or int32 ``array`` into the file ``path``; return the bytes written."""
+    array = np.ascontiguousarray(array).reshape(-1)
+    dtype_code = b"f" if array.dtype.kind == "f" else b"i"
+    # The symbols are bit patterns rather than numbers, so that -0.0 and 0.0
+    # (which compare equal) both come back exactly as they were.
+    bits = array.astype(DTYPES[dtype_code], copy=False).view("<u4")
+    values, counts = distinct_values(bits)
+    lengths = code_lengths(counts)
+    del counts
+    if values.size and int(lengths.max()) > MAX_CODE_LENGTH:
+        raise ValueError(f"{path}: a Huffman code is longer than {MAX_CODE_LENGTH} bits")
+    codes = canonical_codes(lengths) if values.size else np.zeros(0, dtype=np.uint64)
+    with open(path, "wb") as f:
+        f.write(HEADER.pack(dtype_code, bits.size, values.size))
+        f.write(values.tobytes())
+        f.write(lengths.tobytes())
+        _write_bit_stream(f, bits, values, codes, lengths)
+        return f.tell()
+
+
+def _write_bit_stream(f: BinaryIO, bits: np.ndarray, values: np.ndarray, codes: np.ndarray,
+                      lengths: np.ndarray) -> None:
+    """Write the codes of ``bits`` (most significant bit first), chunk by chunk, padded to a whole byte."""
+    carry = np.zeros(0, dtype=np.uint8)  # bits of the last chunk that did not fill a byte
+    for start in range(0, bits.size, ENCODE_CHUNK):
+        symbol = np.searchsorted(values, bits[start:start + ENCODE_CHUNK])
+        code, size = codes[symbol], lengths[symbol].astype(np.int64)
+        owner = np.repeat(np.arange(symbol.size), size)  # which code each output bit belongs to
+        place = np.arange(owner.size) - np.repeat(np.cumsum(size) - size, size)
+        shift = (size[owner] - 1 - place).astype(np.uint64)
+        stream = np.concatenate([carry, ((code[owner] >> shift) & np.uint64(1)).astype(np.uint8)])
+        whole = stream.size - stream.size % 8
+        f.write(np.packbits(stream[:whole]).tobytes())
+        carry = stream[whole:]
+    if carry.size:
+        f.write(np.packbits(carry).tobytes())
+
+
+# ---------------------------------------------------------------------------
+# The file: decode
+# ---------------------------------------------------------------------------
+
+def huffman_decode(path: PathLike) -> np.ndarray:
+    """Read back the array that ``huffman_encode`` wrote to ``path``."""
+    blob = Path(path).read_bytes()
+    if len(blob) < HEADER.size:
+        raise ValueError(f"{path}: not a .huff file (only {len(blob)} bytes)")
+    dtype_code, n_symbols, n_values = HEADER.unpack_from(blob)
+    if dtype_code not in DTYPES or len(blob) < HEADER.size + 5 * n_values:
+        raise ValueError(f"{path}: not a .huff file (bad header)")
+    dtype = DTYPES[dtype_code]
+    values = np.frombuffer(blob, dtype=dtype, count=n_values, offset=HEADER.size)
+    lengths = np.frombuffer(blob, dtype=np.uint8, count=n_values, offset=HEADER.size + 4 * n_values)
+    payload = np.frombuffer(blob, dtype=np.uint8, offset=HEADER.size + 5 * n_values)
+    if n_symbols == 0:
+        return np.zeros(0, dtype=dtype)
+    if n_values == 0 or lengths.min() == 0 or lengths.max() > MAX_CODE_LENGTH:
+        raise ValueError(f"{path}: not a .huff file (bad code lengths)")
+
+    # Canonical order: by length, then by position in the file.
+    in_order = np.concatenate([values[lengths == length] for length in range(1, int(lengths.max()) + 1)])
+    count, first = first_codes(lengths)
+    width = count.size - 1
+    offset = np.concatenate([[0], np.cumsum(count[:-1])]).astype(np.int64)  # canonical index of first[L]
+    ends = ((first + count) << (np.uint64(width) - np.arange(count.size, dtype=np.uint64)))[1:]
+    padded = np.concatenate([payload, np.zeros(8, dtype=np.uint8)])
+    words = np.ndarray(padded.size - 7, dtype=">u8", buffer=padded, strides=(1,))  # a 64-bit word at every byte
+    n_bits = 8 * payload.size
+
+    decoded = np.empty(n_symbols, dtype=dtype)
+    done, position = 0, 0
+    while done < n_symbols:
+        if position >= n_bits:
+            raise ValueError(f"{path}: the bit stream ends after {done} of {n_symbols} symbols")
+        bit = np.arange(position, min(position + DECODE_CHUNK, n_bits))
+        window = (words[bit >> 3].astype(np.uint64) << (bit & 7).astype(np.uint64)) >> np.uint64(64 - width)
+        length = np.minimum(np.searchsorted(ends, window, side="right") + 1, width)
+        starts = code_starts(np.arange(bit.size) + length, n_symbols - done)
+        length, window = length[starts], window[starts]
+        index = offset[length] + (window >> (np.uint64(width) - length.astype(np.uint64))).astype(np.int64) \
+            - first[length].astype(np.int64)
+        decoded[done:done + starts.size] = in_order[np.clip(index, 0, in_order.size - 1)]
+        done += starts.size
+        position += int(starts[-1] + length[-1])
+    return decoded
+
+
+def code_starts(next_start: np.ndarray, limit: int, hop_bits: int = 4) -> np.ndarray:
+    """Where the codes of one chunk start, given ``next_start[p]``: where the next code starts if one starts at ``p``.
+
+    The first code starts at 0; positions from ``len(next_start)`` on belong
+    to the next chunk. At most ``limit`` starts are returned. Following the
+    chain is inherently sequential; to keep the Python loop short it jumps
+    ``2**hop_bits`` codes at a time (a table built by repeated squaring) and
+    fills in the codes in between with numpy.
+    """
+    end = next_start.size
+    chain = np.append(np.minimum(next_start, end), end)  # the end leads to itself
+    far = chain
+    for _ in range(hop_bits):
+        far = far[far]
+    coarse = []
+    position = 0
+    hop = 2 ** hop_bits
+    while position < end and len(coarse) * hop < limit:
+        coarse.append(position)
+        position = int(far[position])
+    starts = np.empty((len(coarse), hop), dtype=np.int64)
+    starts[:, 0] = coarse
+    for step in range(1, hop):
+        starts[:, step] = chain[starts[:, step - 1]]
+    starts = starts.reshape(-1)
+    return starts[starts < end][:limit]
