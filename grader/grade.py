@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
 from grader.files import write_atomic
-from grader import archives, box, judge
+from grader import archives, box, judge, resubmit, roster
 
 REPO = Path(__file__).resolve().parent.parent
 PARTS = ("prune", "quantize", "huffman")
@@ -167,7 +167,8 @@ def grade_one(student: str, sources: Sequence[Path], setup: Setup) -> dict:
     source, digest = sources[0], submission_hash(sources)
     if len(sources) > 1:
         names = ", ".join(s.name for s in sources)
-        return _not_graded(student, source, digest, setup, f"error: several submissions for this id ({names})")
+        return _not_graded(student, source, digest, setup, f"error: several submissions for this id ({names}); "
+                           "keep one, or name the newer <id>__2 (docs/TA.md)")
     try:
         with tempfile.TemporaryDirectory(prefix="grade-") as work:
             try:
@@ -204,6 +205,7 @@ def feedback(results: dict) -> str:
              f"**Code: {results['score']:g} / {results['max_score']:g} points.** "
              "(The compression-rate ranking, 10 points, is graded separately.)", "",
              f"Submission: `{extra['submission']}`; status: {extra['status']}", ""]
+    lines += resubmit.feedback_lines(extra)
     for part in PARTS:
         tests = [t for t in results["tests"] if t["tags"][0] == part]
         maximum = sum(t["max_score"] for t in tests)
@@ -276,6 +278,7 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=1, help="students graded in parallel (default 1)")
     parser.add_argument("--only", action="append", metavar="ID", help="grade only this student (repeatable)")
     parser.add_argument("--force", action="store_true", help="grade again students already graded")
+    parser.add_argument("--roster", type=Path, help="CSV id,name[,lms_id]: who gets 0 for no submission (docs/TA.md)")
     parser.add_argument("--test-timeout", type=float, default=defaults.test_timeout_s, help="seconds per test")
     parser.add_argument("--submission-timeout", type=float, default=defaults.submission_timeout_s,
                         help="seconds for one student in all")
@@ -330,11 +333,15 @@ def main(argv: List[str]) -> int:
     _clean_temporaries(out)
     started = time.monotonic()
     try:
+        students = roster.load(args.roster) if args.roster else None
         setup = make_setup(args)
     except (RuntimeError, ValueError, subprocess.TimeoutExpired) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     found, ignored = find_submissions(args.submissions)
+    found, older = resubmit.latest(found)
+    if students is not None:
+        roster.record(students, found, out, setup, args.roster, args.submissions)
     if args.only:
         found = {sid: paths for sid, paths in found.items() if sid in set(map(safe_id, args.only))}
     print(f"{len(found)} submissions in {args.submissions}, {len(ignored)} other files skipped; "
@@ -346,7 +353,7 @@ def main(argv: List[str]) -> int:
         else:
             todo[sid] = paths
     try:
-        failed = _grade_all(todo, setup, out, args.jobs, skipped, not args.no_progress)
+        failed = _grade_all(todo, setup, out, args.jobs, skipped, not args.no_progress, older)
     except KeyboardInterrupt:
         print("\ninterrupted: what was graded is saved; run the same command again to go on", file=sys.stderr)
         return 130
@@ -358,7 +365,8 @@ def main(argv: List[str]) -> int:
     return 0
 
 
-def _grade_all(todo: Dict[str, List[Path]], setup: Setup, out: Path, jobs: int, skipped: int, progress: bool) -> int:
+def _grade_all(todo: Dict[str, List[Path]], setup: Setup, out: Path, jobs: int, skipped: int, progress: bool,
+               older: Dict[str, List[Path]] = {}) -> int:  # noqa: B006 - read only
     """Grade ``todo`` with ``jobs`` threads (each drives a judge process); return how many were not ok."""
     from tqdm import tqdm
     failed = done = 0
@@ -368,7 +376,7 @@ def _grade_all(todo: Dict[str, List[Path]], setup: Setup, out: Path, jobs: int, 
         futures = {pool.submit(grade_one, sid, paths, setup): sid for sid, paths in sorted(todo.items())}
         try:
             for future in concurrent.futures.as_completed(futures):
-                results = future.result()
+                results = resubmit.annotate(future.result(), older.get(futures[future], []), out)
                 save(out, results)
                 status = results["extra_data"]["status"]
                 done += 1
