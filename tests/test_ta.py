@@ -203,3 +203,41 @@ def test_export_errors_are_plain(tmp_path, capsys):
     with pytest.raises(export.ExportError, match="unknown format"):
         export.render("xls", export.read_grades(tmp_path))
     assert not (tmp_path / "x.csv").exists()
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def test_summary_of_the_class_with_its_leaderboard(ta_class, tmp_path):
+    from grader import summary
+    _, _, out, _, _ = ta_class
+    board = tmp_path / "board"
+    board.mkdir()
+    (board / "leaderboard.csv").write_text(
+        "rank,student_id,accuracy,compression_rate,compressed_bytes,qualified,points,status\n"
+        "1,alice,70.00,100.00,813786,yes,10,ranked\n2,carol,60.00,50.00,1627572,yes,5,ranked\n"
+        ",bob,50.00,40.00,2034465,no,0,below the gate (58.00%)\n,erin,,,,no,0,missing: no .ptmodel submitted\n")
+    assert summary.main([str(out), "--leaderboard", str(board), "--out", str(tmp_path / "s")]) == 0
+    text = (tmp_path / "s" / "summary.md").read_text()
+    assert "5 students graded" in text and "ok 3" in text
+    assert "| prune | 70 | 5 | " in text and "| total | 90 | 5 |" in text
+    assert "- total: 0 ×3, 90 ×2" in text
+    assert "failed by 1 of 3" in text  # bob, the skeleton, fails what alice and carol pass
+    assert "2 of 4 students ranked" in text and "| compression rate (×) | 50.00 | 75.00 | 100.00 |" in text
+    assert "| erin | missing: no submission |" in text and "| zed | rejected: the submission is empty" in text
+    page = (tmp_path / "s" / "summary.html").read_text()
+    assert page.count("data:image/png;base64,") == 2 and "erin" in page and "Tests most students failed" in page
+    for forbidden in ("<script", "http:", "https:", "<link", "src=\"/", "src=\"file"):
+        assert forbidden not in page
+    assert summary.main([str(out), "--out", str(tmp_path / "s2")]) == 0  # no leaderboard: said so
+    assert "No leaderboard found" in (tmp_path / "s2" / "summary.md").read_text()
+
+
+def test_summary_errors_are_plain(tmp_path, capsys):
+    from grader import summary
+    assert summary.main([str(tmp_path / "nowhere")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+    assert summary.main([str(tmp_path)]) == 2
+    assert "grade the class first" in capsys.readouterr().err
+    assert summary.main([str(tmp_path), "--leaderboard", str(tmp_path)]) == 2
+    assert "holds no leaderboard.csv" in capsys.readouterr().err
