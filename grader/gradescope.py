@@ -24,7 +24,7 @@ from grader.files import write_atomic
 
 REPO = grade.REPO
 GRADER_MODULES = ("__init__.py", "__main__.py", "cli.py", "assign.py", "archives.py", "files.py", "box.py", "judge.py",
-                  "seccomp.py", "grade.py", "gradescope.py")
+                  "seccomp.py", "grade.py", "gradescope.py", "resubmit.py", "roster.py")
 GRADER_PACKAGES = ("suites", "worker")
 PINNED = ("torch", "numpy", "scipy", "scikit-learn", "tqdm", "pytest", "pytest-timeout")
 TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
