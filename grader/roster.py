@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, Iterable, List, Mapping
 
+from grader import resubmit
 from grader.files import write_atomic
 
 if TYPE_CHECKING:
@@ -77,6 +78,10 @@ def load(path: Path) -> Dict[str, Student]:
         if safe_id(sid) != sid:
             raise RosterError(f"the roster {path}, line {line}: the id {sid!r} has characters a file name "
                               f"cannot carry; write it as submissions are named ({safe_id(sid)!r})")
+        if resubmit.VERSIONED.match(sid):
+            raise RosterError(f"the roster {path}, line {line}: the id {sid!r} ends in __<number>, which file names "
+                              f"use for resubmissions ({resubmit.split(sid)[0]!r}, version {resubmit.split(sid)[1]}); "
+                              "write the student's plain id")
         if sid in students:
             raise RosterError(f"the roster {path}, line {line}: the id {sid!r} is listed twice")
         students[sid] = Student(sid, values["name"], values.get("lms_id", ""))

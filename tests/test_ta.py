@@ -78,6 +78,7 @@ def test_a_late_file_replaces_a_missing_record_and_earlier_grades_are_kept(tmp_p
     (b"id,name\na,A\n,B\n", "line 3: the id is empty"),
     (b"id,name\na,A\na,B\n", "line 3: the id 'a' is listed twice"),
     (b"id,name\na/b,A\n", "characters a file name cannot carry"),
+    (b"id,name\nbob__2,B\n", "ends in __<number>"),
 ])
 def test_bad_rosters_are_explained(tmp_path, text, message):
     path = tmp_path / "roster.csv"
