@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
+from grader import resubmit
 from grader.files import write_atomic
 from grader.publish import STUDENT_ID
 
@@ -178,6 +179,7 @@ def run(submissions_dir: Path, out_dir: Path, evaluator, gate: str = "58.00", gr
     from grader.ranking import Entry, rank_entries
 
     submissions, rejected = discover(submissions_dir)
+    submissions, rejected = resubmit.latest_models(submissions, rejected)  # alice__2.ptmodel replaces alice.ptmodel (docs/TA.md)
     grade_rows = read_grades(grades) if grades else {}
     results = measure_all(submissions, ResultCache(out_dir / "cache", measure_key(evaluator)), evaluator,
                           jobs=jobs, timeout=timeout, progress=progress)

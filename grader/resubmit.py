@@ -91,3 +91,28 @@ def feedback_lines(extra: dict) -> List[str]:
                   f"(status: {last.get('status')}, grader version {last.get('grader_version') or '?'})"
                   + (f"; {len(history)} earlier grades in all." if len(history) > 1 else "."), ""]
     return lines
+
+
+
+def latest_models(submissions: Sequence, rejected: Dict[str, str]) -> Tuple[List, Dict[str, str]]:
+    """The leaderboard's ``.ptmodel`` submissions under the same rule: the highest version of each student, under
+    the plain id. Returns them and ``rejected`` plus a problem for every student with two files of the same
+    version (``alice.ptmodel`` and ``alice__1.ptmodel``)."""
+    from dataclasses import replace
+    groups: Dict[str, Dict[int, list]] = {}
+    for submission in submissions:
+        student, number = split(submission.student_id)
+        groups.setdefault(student, {}).setdefault(number, []).append(submission)
+    kept, problems = [], dict(rejected)
+    for student, by_number in sorted(groups.items()):
+        number = max(by_number)
+        newest = by_number[number]
+        if len(newest) > 1:
+            problems[student] = "invalid: more than one .ptmodel for this student with the same version (" + \
+                ", ".join(s.path.name for s in newest) + "); keep one, or number the newer <id>__2.ptmodel"
+        elif student in rejected and number == 1:
+            continue  # alice__1.ptmodel beside a refused alice.ptmodel: the refusal stands
+        else:
+            problems.pop(student, None)  # a refused older file does not matter any more
+            kept.append(replace(newest[0], student_id=student))
+    return kept, problems

@@ -85,7 +85,9 @@ def check_models(folder: Path) -> ModelCheck:
     """Compare every ``<id>.ptmodel`` in ``folder`` by file hash and by decoded weights."""
     from grader.leaderboard import discover
     from grader.safeload import SubmissionError
+    from grader.resubmit import latest_models
     submissions, rejected = discover(folder)
+    submissions, rejected = latest_models(submissions, rejected)
     result = ModelCheck(unreadable=dict(rejected), checked=len(submissions))
     by_file: Dict[str, List[str]] = defaultdict(list)
     by_weights: Dict[str, List[str]] = defaultdict(list)

@@ -174,6 +174,7 @@ def plot_parts(scores: Dict[str, List[float]], maxima: Dict[str, float]) -> str:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
     names = list(scores)
     figure, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 2.8), squeeze=False)
     for axis, name in zip(axes[0], names):
@@ -182,6 +183,8 @@ def plot_parts(scores: Dict[str, List[float]], maxima: Dict[str, float]) -> str:
         axis.set_title(f"{name} (of {top:g})", fontsize=9)
         axis.set_xlabel("points", fontsize=8)
         axis.tick_params(labelsize=7)
+    for axis in axes[0]:
+        axis.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     axes[0][0].set_ylabel("students", fontsize=8)
     figure.tight_layout()
     return _png(figure)
@@ -192,10 +195,12 @@ def plot_rates(rates: Sequence[float]) -> str:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
     figure, axis = plt.subplots(figsize=(6, 2.6))
     axis.hist(rates, bins=min(20, max(5, len(rates))), color="#1a9850", edgecolor="white")
     axis.set_xlabel("compression rate of the ranked models (×)", fontsize=8)
     axis.set_ylabel("students", fontsize=8)
+    axis.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     axis.tick_params(labelsize=7)
     figure.tight_layout()
     return _png(figure)

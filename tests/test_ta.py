@@ -242,3 +242,15 @@ def test_summary_errors_are_plain(tmp_path, capsys):
     assert "grade the class first" in capsys.readouterr().err
     assert summary.main([str(tmp_path), "--leaderboard", str(tmp_path)]) == 2
     assert "holds no leaderboard.csv" in capsys.readouterr().err
+
+
+def test_the_leaderboard_takes_the_newest_model_under_the_plain_id():
+    from grader.leaderboard import Submission
+    found = [Submission(sid, Path(f"{sid}.ptmodel"), sid) for sid in ("alice", "alice__2", "bob", "bob__1", "carl__3")]
+    kept, problems = resubmit.latest_models(found, {"dora": "invalid: too big", "erik": "invalid: twice"})
+    assert [(s.student_id, s.path.name) for s in kept] == [("alice", "alice__2.ptmodel"), ("carl", "carl__3.ptmodel")]
+    assert problems["bob"].startswith("invalid: more than one .ptmodel") and "bob__1.ptmodel" in problems["bob"]
+    assert problems["dora"] == "invalid: too big" and "alice" not in problems
+    kept, problems = resubmit.latest_models([Submission("dora__2", Path("dora__2.ptmodel"), "x")],
+                                            {"dora": "invalid: too big"})
+    assert [s.student_id for s in kept] == ["dora"] and "dora" not in problems  # the newer file replaces it
