@@ -14,6 +14,9 @@ VERBS = {
     "grade": ("grader.grade", "grade a folder of student submissions: grades.csv, feedback/, results/"),
     "gradescope": ("grader.gradescope", "build the Gradescope autograder bundle (autograder.zip)"),
     "sensitivity": ("grader.sensitivity", "per-layer prune and bit-width scans of a model, with accuracy and bytes"),
+    "export": ("grader.export", "write the final grades for a course site: plain CSV, Canvas or Moodle import"),
+    "summary": ("grader.summary", "an instructor's summary of a graded class (Markdown and self-contained HTML)"),
+    "similarity": ("grader.similarity", "flag identical models and near-identical code across students, for a human"),
 }
 
 

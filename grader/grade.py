@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from grader import archives, box, homework, judge
+from grader import archives, box, homework, judge, resubmit, roster
 from grader.files import write_atomic
 from grader.homework import Limits
 
@@ -94,6 +94,10 @@ class Results:
     tests: Tuple[TestResult, ...] = ()
     missing: Tuple[str, ...] = ()
     """Student files the submission did not hold."""
+    superseded: Tuple[str, ...] = ()
+    """Older files of the same student, not graded (``grader/resubmit.py``)."""
+    history: Tuple[dict, ...] = ()
+    """Earlier grades this one replaced, oldest first (``grader/resubmit.py``)."""
 
     @property
     def parts(self) -> Dict[str, float]:
@@ -125,7 +129,8 @@ class Results:
                 "tests": [t.to_gradescope() for t in self.tests],
                 "extra_data": {"student_id": self.student_id, "submission": self.submission, "sha256": self.sha256,
                                "grader_version": self.grader_version, "status": self.status, "parts": self.parts,
-                               "missing": list(self.missing), "isolation": self.isolation,
+                               "missing": list(self.missing), "superseded": list(self.superseded),
+                               "history": list(self.history), "isolation": self.isolation,
                                "sandbox": box.describe(self.isolation) if self.isolation else ""}}
 
     @classmethod
@@ -140,7 +145,9 @@ class Results:
                           for t in document["tests"])
             results = cls(str(extra["student_id"]), str(extra["submission"]), str(extra["sha256"]),
                           str(extra["grader_version"]), str(extra["status"]), str(extra.get("isolation", "")),
-                          tests, tuple(map(str, extra.get("missing", ()))))
+                          tests, tuple(map(str, extra.get("missing", ()))),
+                          tuple(map(str, extra.get("superseded", ()))),
+                          tuple(h for h in extra.get("history", ()) if isinstance(h, dict)))
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise ValueError(f"not a results document ({type(error).__name__}: {error})") from None
         if not all(math.isfinite(t.score) and 0 <= t.score <= t.max_score and t.part in PARTS for t in tests):
@@ -257,7 +264,8 @@ def grade_one(student: str, sources: Sequence[Path], setup: Setup) -> Results:
     source, digest = sources[0], submission_hash(sources)
     if len(sources) > 1:
         names = ", ".join(s.name for s in sources)
-        return _not_graded(student, source, digest, setup, f"error: several submissions for this id ({names})")
+        return _not_graded(student, source, digest, setup, f"error: several submissions for this id ({names}); "
+                           "keep one, or name the newer <id>__2 (docs/TA.md)")
     try:
         with tempfile.TemporaryDirectory(prefix="grade-") as work:
             try:
@@ -296,6 +304,7 @@ def feedback(results: Results) -> str:
              f"Submission: `{results.submission}`; status: {results.status}", ""]
     if results.missing:
         lines += [results.summary().splitlines()[1], ""]
+    lines += resubmit.feedback_lines(results)
     for part in PARTS:
         lines += [f"## {part}: {results.parts[part]:g} / {results.maxima[part]:g}", ""]
         for test in (t for t in results.tests if t.part == part):
@@ -407,10 +416,12 @@ class Run:
 
 def grade(submissions: Path, out: Path, *, jobs: int = 1, only: Sequence[str] = (), force: bool = False,
           limits: Limits = Limits(), isolation: str = "auto", progress: bool = False,
-          preload: Optional[Sequence[str]] = None) -> Run:
+          preload: Optional[Sequence[str]] = None, roster_csv: Optional[Path] = None) -> Run:
     """Grade every submission in ``submissions`` into ``out`` (results/, feedback/, grades.csv) and return what
     was done. Students already graded from the same file by the same grader version are skipped unless
-    ``force``; ``only`` restricts the run to those ids. Raises ``GradingError`` when the run cannot start."""
+    ``force``; ``only`` restricts the run to those ids. Of ``<id>__<n>`` files only the newest is graded
+    (``grader/resubmit.py``); with ``roster_csv``, roster students without a file get 0 points
+    (``grader/roster.py``). Raises ``GradingError`` when the run cannot start."""
     if jobs < 1:
         raise GradingError("jobs must be at least 1")
     if not Path(submissions).is_dir():
@@ -419,8 +430,15 @@ def grade(submissions: Path, out: Path, *, jobs: int = 1, only: Sequence[str] = 
         (out / folder).mkdir(parents=True, exist_ok=True)
     _clean_temporaries(out)
     try:
+        students = roster.load(roster_csv) if roster_csv else None
+    except roster.RosterError as error:
+        raise GradingError(str(error)) from None
+    try:
         run = Run(setup=make_setup(limits, isolation, preload))
         found, ignored = find_submissions(submissions)
+        found, older = resubmit.latest(found)
+        if students is not None:
+            roster.record(students, found, out, run.setup, roster_csv, submissions)
         if only:
             wanted = {homework.student_id(sid) for sid in only}
             found = {sid: paths for sid, paths in found.items() if sid in wanted}
@@ -432,14 +450,15 @@ def grade(submissions: Path, out: Path, *, jobs: int = 1, only: Sequence[str] = 
                 run.skipped += 1
             else:
                 todo[sid] = paths
-        _grade_all(todo, run, out, jobs, progress)
+        _grade_all(todo, run, out, jobs, progress, older)
     finally:
         judge.shutdown()
     write_grades(out)
     return run
 
 
-def _grade_all(todo: Dict[str, List[Path]], run: Run, out: Path, jobs: int, progress: bool) -> None:
+def _grade_all(todo: Dict[str, List[Path]], run: Run, out: Path, jobs: int, progress: bool,
+               older: Dict[str, List[Path]]) -> None:
     """Grade ``todo`` with ``jobs`` threads (each drives a judge process), saving each student as it is done."""
     from tqdm import tqdm
     bar = tqdm(total=len(todo) + run.skipped, initial=run.skipped, unit="student", desc="grading",
@@ -448,7 +467,7 @@ def _grade_all(todo: Dict[str, List[Path]], run: Run, out: Path, jobs: int, prog
         futures = {pool.submit(grade_one, sid, paths, run.setup): sid for sid, paths in sorted(todo.items())}
         try:
             for future in concurrent.futures.as_completed(futures):
-                results = future.result()
+                results = resubmit.annotate(future.result(), older.get(futures[future], []), out)
                 save(out, results)
                 run.graded.append(results)
                 if results.status != "ok":
@@ -473,6 +492,7 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=1, help="students graded in parallel (default 1)")
     parser.add_argument("--only", action="append", metavar="ID", help="grade only this student (repeatable)")
     parser.add_argument("--force", action="store_true", help="grade again students already graded")
+    parser.add_argument("--roster", type=Path, help="CSV id,name[,lms_id]: who gets 0 for no submission (docs/TA.md)")
     add_limit_options(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--preload", help=argparse.SUPPRESS)  # modules the judge server imports, comma-separated
@@ -508,7 +528,8 @@ def main(argv: List[str]) -> int:
     preload = None if args.preload is None else [m for m in args.preload.split(",") if m]
     try:
         run = grade(args.submissions, args.out, jobs=args.jobs, only=args.only or (), force=args.force,
-                    limits=limits_of(args), isolation=args.isolation, progress=not args.no_progress, preload=preload)
+                    limits=limits_of(args), isolation=args.isolation, progress=not args.no_progress, preload=preload,
+                    roster_csv=args.roster)
     except GradingError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -25,7 +25,8 @@ from grader.homework import Limits
 
 REPO = grade.REPO
 GRADER_MODULES = ("__init__.py", "__main__.py", "cli.py", "assign.py", "archives.py", "files.py", "box.py", "judge.py",
-                  "seccomp.py", "grade.py", "gradescope.py", "handout.py", "homework.py", "reference.py")
+                  "seccomp.py", "grade.py", "gradescope.py", "handout.py", "homework.py", "reference.py",
+                  "resubmit.py", "roster.py")
 GRADER_PACKAGES = ("suites", "worker")
 PINNED = ("torch", "numpy", "scipy", "scikit-learn", "tqdm", "pytest", "pytest-timeout")
 TORCH_INDEX = "https://download.pytorch.org/whl/cpu"

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Tuple
 
 TITLE = "Deep Compression of AlexNet on CIFAR-10"
+GRADEBOOK_COLUMN = "Deep Compression"
+"""The grade's column in a course site's gradebook (``python -m grader export --assignment`` overrides it)."""
 
 # --------------------------------------------------------------------------- the model
 

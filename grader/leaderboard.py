@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
+from grader import resubmit
 from grader.files import write_atomic
 from grader import homework
 from grader.ranking import original_bytes
@@ -169,13 +170,15 @@ def read_grades(path: Path) -> Dict[str, Dict[str, str]]:
 
 
 def run(submissions_dir: Path, out_dir: Path, evaluator, gate: str = homework.GATE, grades: Optional[Path] = None,
-        jobs: int = 1, timeout: float = DEFAULT_TIMEOUT, progress: bool = True) -> List:
+        jobs: int = 1, timeout: float = DEFAULT_TIMEOUT, progress: bool = True, pseudonyms: bool = False,
+        pseudonym_key: Optional[Path] = None) -> List:
     """Measure, rank and publish; return the leaderboard rows. ``evaluator`` is the accuracy seam."""
     from grader import publish
     from grader.measure import measure_key
     from grader.ranking import Entry, rank_entries
 
     submissions, rejected = discover(submissions_dir)
+    submissions, rejected = resubmit.latest_models(submissions, rejected)  # alice__2.ptmodel replaces alice.ptmodel (docs/TA.md)
     grade_rows = read_grades(grades) if grades else {}
     results = measure_all(submissions, ResultCache(out_dir / "cache", measure_key(evaluator)), evaluator,
                           jobs=jobs, timeout=timeout, progress=progress)
@@ -185,6 +188,9 @@ def run(submissions_dir: Path, out_dir: Path, evaluator, gate: str = homework.GA
                 for student_id in grade_rows if student_id not in results]
     rows = rank_entries(entries, gate)
     publish.write_all(out_dir, rows, results, gate, grade_rows if grades else None)
+    if pseudonyms:  # the ranking once more under pseudonyms, in out_dir/public (grader/pseudonyms.py)
+        from grader.pseudonyms import publish as publish_pseudonymous
+        publish_pseudonymous(out_dir, rows, gate, pseudonym_key)
     return rows
 
 
@@ -202,6 +208,10 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds allowed per model")
     parser.add_argument("--test-images", type=int, default=None, metavar="N",
                         help="evaluate on the first N test images only (a quick look, not for grading)")
+    parser.add_argument("--pseudonyms", action="store_true",
+                        help="also write public/ (the ranking under stable pseudonyms) and private/pseudonyms.csv")
+    parser.add_argument("--pseudonym-key", type=Path, help="the course's pseudonym key (created when absent; "
+                        "default OUT/private/pseudonym.key)")
     args = parser.parse_args(argv)
     try:
         float(args.gate)
@@ -212,6 +222,13 @@ def main(argv: List[str]) -> int:
     if args.grades and not args.grades.is_file():
         parser.error(f"{args.grades} does not exist")
 
+    from grader.pseudonyms import PseudonymError, key_file, load_or_create_key
+    try:
+        if args.pseudonyms:  # a bad key stops the run before anything is measured
+            load_or_create_key(key_file(args.out, args.pseudonym_key))
+    except (PseudonymError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     from grader.measure import CifarEvaluator
     from grader.reference import reference
     util = reference().util
@@ -221,7 +238,8 @@ def main(argv: List[str]) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     rows = run(args.submissions, args.out, CifarEvaluator(args.data_dir, args.test_images), args.gate,
-               args.grades, max(0, args.jobs), args.timeout)
+               args.grades, max(0, args.jobs), args.timeout, pseudonyms=args.pseudonyms,
+               pseudonym_key=args.pseudonym_key)
     ranked = sum(row.qualified for row in rows)
     print(f"{len(rows)} students, {ranked} ranked (accuracy above {args.gate}%), "
           f"{sum(row.entry.problem != '' for row in rows)} without a usable model")

@@ -1,9 +1,7 @@
 """Magnitude pruning (solutions/net/prune.py) on a small model and on the real AlexNet."""
-import numpy as np
 import pytest
 import torch
 
-from net.models import AlexNet
 from net.prune import DEFAULT_PRUNE_RATE
 from pruning import DEFAULT_LAYER_KEEP
 
