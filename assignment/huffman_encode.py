@@ -27,7 +27,7 @@ def main() -> None:
     decoded = huffman_decode_model(AlexNet(), args.encodings_dir).to(device)
     print("--- Accuracy of the model decoded from the encodings ---")
     accuracy = util.test(decoded, test_set, device)
-    util.log(args.log, f"accuracy_after_huffman {accuracy:.2f}")
+    util.log_accuracy(args.log, "accuracy_after_huffman", accuracy, len(test_set))
 
 
 if __name__ == "__main__":

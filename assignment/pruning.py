@@ -91,23 +91,9 @@ def make_optimizer(model: nn.Module, lr: float, epochs: int, steps_per_epoch: in
 
 
 def parse_keep(text: str) -> Union[float, Dict[str, float]]:
-    """``"10"`` -> keep 10% of every layer; ``"conv1=50,fc2=1"`` -> a per-layer mapping.
-
-    Raises ValueError, with the reason, when ``text`` is not of either form.
-    """
-    try:
-        if "=" not in text:
-            return float(text)
-        rates = {}
-        for item in text.split(","):
-            name, sign, value = item.partition("=")
-            if not sign or not name.strip():
-                raise ValueError(item)
-            rates[name.strip()] = float(value)
-        return rates
-    except ValueError:
-        raise ValueError(f"--keep {text!r}: expected a percentage such as 10, or layer=percentage pairs "
-                         "such as conv1=50,fc2=1") from None
+    """``"10"`` -> keep 10% of every layer; ``"conv1=50,fc2=1"`` -> a per-layer mapping (ValueError if neither)."""
+    return util.per_layer("--keep", text, float, "a percentage such as 10, or layer=percentage pairs such as "
+                                                 "conv1=50,fc2=1")
 
 
 def check_pruning_flags(args: argparse.Namespace) -> None:
@@ -183,7 +169,7 @@ def main() -> None:
         train(model, train_set, optimizer, args.epochs, device, args.batch_size, scheduler, generator)
         torch.save(model, initial_path)
     accuracy = util.test(model, test_set, device)
-    util.log(args.log, f"initial_accuracy {accuracy:.2f}")
+    util.log_accuracy(args.log, "initial_accuracy", accuracy, len(test_set))
 
     print("--- Before pruning ---")
     util.print_nonzeros(model)
@@ -194,7 +180,7 @@ def main() -> None:
         model.prune_by_std(args.sensitivity)
     warn_if_nothing_pruned(alive_before, model)
     accuracy = util.test(model, test_set, device)
-    util.log(args.log, f"accuracy_after_pruning {accuracy:.2f}")
+    util.log_accuracy(args.log, "accuracy_after_pruning", accuracy, len(test_set))
     print("--- After pruning ---")
     util.print_nonzeros(model)
 
@@ -203,7 +189,7 @@ def main() -> None:
     train(model, train_set, optimizer, args.retrain_epochs, device, args.batch_size, scheduler, generator)
     torch.save(model, saves / "model_after_retraining.ptmodel")
     accuracy = util.test(model, test_set, device)
-    util.log(args.log, f"accuracy_after_retraining {accuracy:.2f}")
+    util.log_accuracy(args.log, "accuracy_after_retraining", accuracy, len(test_set))
     print("--- After retraining ---")
     util.print_nonzeros(model)
 

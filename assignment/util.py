@@ -11,7 +11,7 @@ import random
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Tuple
+from typing import Callable, Dict, Iterator, Optional, Tuple, TypeVar, Union
 
 import numpy as np
 import torch
@@ -213,6 +213,11 @@ def log(filename: str, content: str) -> None:
         f.write(content + "\n")
 
 
+def log_accuracy(filename: str, step: str, accuracy: float, images: int) -> None:
+    """Append ``<step> <accuracy> on <images> test images``: check_submission.py reads the last one."""
+    log(filename, f"{step} {accuracy:.2f} on {images} test images")
+
+
 def set_seed(seed: int) -> torch.Generator:
     """Seed Python, numpy and torch; return a CPU generator for data order and augmentation."""
     random.seed(seed)
@@ -230,6 +235,28 @@ def select_device(name: str = "auto") -> torch.device:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+Number = TypeVar("Number", int, float)
+
+
+def per_layer(flag: str, text: str, number: Callable[[str], Number], example: str) -> Union[Number, Dict[str, Number]]:
+    """Parse a flag that is one number for every layer (``"10"``) or ``layer=number`` pairs (``"conv1=50,fc2=1"``).
+
+    Raises ValueError naming ``flag`` and showing ``example`` when ``text`` is of neither form.
+    """
+    try:
+        if "=" not in text:
+            return number(text)
+        values = {}
+        for item in text.split(","):
+            name, sign, value = item.partition("=")
+            if not sign or not name.strip():
+                raise ValueError(item)
+            values[name.strip()] = number(value)
+        return values
+    except ValueError:
+        raise ValueError(f"{flag} {text!r}: expected {example}") from None
 
 
 def common_arguments(description: str) -> argparse.ArgumentParser:

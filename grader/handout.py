@@ -47,8 +47,10 @@ handout, never by your code:
    {middle} if *r* ≤ ⌈2n/3⌉, else {bottom}. A model below the gate, or one
    that cannot be loaded, earns 0.
 
-`python check_submission.py <id>` runs the same loading rules and the same
-rate before you submit."""
+`python check_submission.py <id>` runs the same loading rules, measures
+the rate with your encoder and compares the accuracy your last run logged
+(or, with `--evaluate`, measures it) with the gate; it says "Ready" only when
+the ranking would accept the model."""
 
 
 IDEAS = """\
@@ -108,7 +110,8 @@ Reference: {PAPER}.
 
 Every TODO says in its comment what to write and what not to touch.
 Only the files {handed_in} are graded: the grader uses its own copies of
-{provided}, so changing those has no effect on your grade.
+{provided}, so changing those has no effect on your grade. `homework.py`
+holds the homework's facts (the gate, the points, the files graded).
 
 ## Running it
 

@@ -2,7 +2,10 @@
 
 Every module, command-line default, generated document and test reads these
 names instead of restating them. The module uses the standard library only,
-so it travels into the student's box with the worker (``grader/box.py``).
+so it travels into the student's box with the worker (``grader/box.py``), and
+the handout carries a copy (``solutions/homework.py`` is a link to this file):
+students read the gate, the points and what to hand in here, and
+``check_submission.py`` checks against the same facts.
 
 What is *computed* rather than written here (it follows the code itself):
 
@@ -67,6 +70,8 @@ TOTAL_POINTS = CODE_POINTS + RANKING_POINTS[0]
 TEST_IMAGES = 10_000
 """Test images the leaderboard measures every model on (the whole CIFAR-10 test set)."""
 MODEL_SUFFIX = ".ptmodel"
+MAX_DISTINCT_VALUES = 2 ** 20
+"""A weight tensor with more distinct values than this is not weight-shared: the leaderboard refuses the model."""
 
 # --------------------------------------------------------------------------- what students hand in
 

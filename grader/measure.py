@@ -22,14 +22,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from grader.homework import TEST_IMAGES
+from grader.homework import MAX_DISTINCT_VALUES, TEST_IMAGES
 from grader.ranking import Entry, original_bytes
 from grader.reference import reference, source_digest
 from grader.safeload import SubmissionError, load_state_dict
 
-MAX_DISTINCT_VALUES = 2 ** 20
-"""Per weight tensor. The reference Huffman coder builds its tree in Python, so a tensor that was never
-weight-shared (fc2 has 16.7 million weights) would take minutes; a shared one holds at most a few dozen."""
 EVAL_BATCH = 2000
 SPARSE_BELOW = 0.25
 """An fc layer with fewer non-zero weights than this fraction is evaluated as a sparse (CSR) matrix product."""

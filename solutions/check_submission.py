@@ -1,45 +1,46 @@
 """Pack your submission and check it before you upload it.
 
-    python check_submission.py STUDENT_ID [--model saves/model_after_weight_sharing.ptmodel]
+    python check_submission.py STUDENT_ID [--model saves/model_after_weight_sharing.ptmodel] [--evaluate]
 
 Run it from inside the assignment folder. It
 
-1. writes STUDENT_ID.zip holding net/*.py and pruning.py, the code that is graded;
+1. writes STUDENT_ID.zip holding the files that are graded (``homework.py``
+   lists them: ``STUDENT_FILES``);
 2. runs the visible tests in tests/ (the grader runs more tests, hidden ones);
-3. loads your model the safe way the grader does and reports its size, its
-   tensors and how many of their values are non-zero;
-4. copies the model to STUDENT_ID.ptmodel.
+3. checks your model by the leaderboard's own rules: it loads it the safe way
+   the leaderboard does (nothing in the file is run), and it must hold the 16
+   tensors of ``net/models.py``'s AlexNet, float32, of the same shapes, with
+   no NaN or infinity, and weight-shared (``MAX_DISTINCT_VALUES``);
+4. measures its file compression rate with your ``net/huffmancoding.py`` (the
+   leaderboard uses the reference encoder, which writes the same files when
+   your conv TODOs are right), and compares its last test accuracy in
+   ``log.txt`` (or, with ``--evaluate``, its accuracy measured now) with the
+   gate: only models *strictly above* ``GATE`` on all 10,000 test images are
+   ranked;
+5. copies the model to STUDENT_ID.ptmodel.
 
-Upload STUDENT_ID.zip and STUDENT_ID.ptmodel. (A .rar holding the same
-files is accepted too; writing one needs the non-free ``rar`` tool.)
+It says "Ready" only when every check passes. Upload STUDENT_ID.zip and
+STUDENT_ID.ptmodel. (A .rar holding the same files is accepted too.)
 """
 import argparse
 import contextlib
+import io
 import pickle
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
+
+from homework import GATE, MAX_DISTINCT_VALUES, MODEL, MODEL_SUFFIX, STUDENT_FILES, STUDENT_ID, TEST_IMAGES
 
 HANDOUT = Path(__file__).resolve().parent
-GRADED_FILES = ["net/huffmancoding.py", "net/models.py", "net/prune.py", "net/quantization.py", "pruning.py"]
-
-# The tensors the grader expects in the model: the AlexNet of net/models.py.
-EXPECTED_SHAPES: Dict[str, Tuple[int, ...]] = {
-    "conv1.weight": (64, 3, 11, 11), "conv1.bias": (64,),
-    "conv2.weight": (192, 64, 5, 5), "conv2.bias": (192,),
-    "conv3.weight": (384, 192, 3, 3), "conv3.bias": (384,),
-    "conv4.weight": (256, 384, 3, 3), "conv4.bias": (256,),
-    "conv5.weight": (256, 256, 3, 3), "conv5.bias": (256,),
-    "fc1.weight": (4096, 256), "fc1.bias": (4096,),
-    "fc2.weight": (4096, 4096), "fc2.bias": (4096,),
-    "fc3.weight": (10, 4096), "fc3.bias": (10,),
-}
-
-
+LOGGED_ACCURACY = re.compile(r"^(accuracy_after_weight_sharing|accuracy_after_huffman) ([0-9.]+) "
+                             r"on ([0-9]+) test images$")
+"""The lines ``util.log_accuracy`` writes for the model you hand in (the last one counts)."""
 MAX_BITS = 8
 """A weight layer with more distinct non-zero values than 2**MAX_BITS was probably not weight-shared."""
 
@@ -49,20 +50,15 @@ class CheckError(Exception):
 
 
 def pack(student_id: str, out: Path) -> Path:
-    """Write ``out/STUDENT_ID.zip`` with net/*.py and pruning.py; return its path."""
-    missing = [name for name in GRADED_FILES if not (HANDOUT / name).is_file()]
+    """Write ``out/STUDENT_ID.zip`` with the graded files; return its path."""
+    missing = [name for name in STUDENT_FILES if not (HANDOUT / name).is_file()]
     if missing:
-        raise CheckError(f"missing from {HANDOUT}: {', '.join(missing)}")
-    files = sorted((HANDOUT / "net").glob("*.py")) + [HANDOUT / "pruning.py"]
-    extra = [path.name for path in files if path.relative_to(HANDOUT).as_posix() not in GRADED_FILES
-             and path.name != "__init__.py"]
-    if extra:
-        print(f"note: net/{', net/'.join(extra)} will be packed, but the grader uses only "
-              f"{', '.join(GRADED_FILES)}: your code must not need other files")
+        raise CheckError(f"missing from {HANDOUT}: {', '.join(missing)} (each missing file costs the points of "
+                         "its TODOs)")
     archive = out / f"{student_id}.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
-        for path in files:
-            zf.write(path, path.relative_to(HANDOUT).as_posix())
+        for name in STUDENT_FILES:
+            zf.write(HANDOUT / name, name)
     return archive
 
 
@@ -84,24 +80,35 @@ def run_visible_tests() -> bool:
     return result.returncode == 0
 
 
-def load_state(path: Path):
+# --------------------------------------------------------------------------- the model, by the leaderboard's rules
+
+
+def reference_model():
+    """A fresh AlexNet of ``net/models.py``, on the meta device (shapes only, no memory)."""
+    import importlib
+
+    import torch
+    try:
+        model_class = getattr(importlib.import_module(MODEL[0][:-3].replace("/", ".")), MODEL[1])
+    except Exception as error:
+        raise CheckError(f"{MODEL[0]} cannot be imported ({type(error).__name__}: {error})") from None
+    with torch.device("meta"):
+        return model_class()
+
+
+def load_state(path: Path) -> Dict[str, "object"]:
     """Load a whole AlexNet or a state_dict without running any code from the file; return the tensors."""
     import torch
     import torch.nn as nn
+    allowed = [type(reference_model()), nn.Conv2d, nn.Linear]
     try:
-        from net.models import AlexNet
-    except Exception as error:
-        raise CheckError(f"net/models.py cannot be imported ({type(error).__name__}: {error})") from None
-    allow = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
-    try:
-        with allow([AlexNet, nn.Conv2d, nn.Linear]) if allow else contextlib.nullcontext():
+        with torch.serialization.safe_globals(allowed):
             loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         found = re.search(r"GLOBAL ([\w.]+)", str(error))
         if found is None:
             raise CheckError(f"{path} is not a PyTorch model file (it cannot be unpickled)") from None
-        old = "" if allow else f" (torch {torch.__version__} cannot allow AlexNet: check with torch 2.5 or newer)"
-        raise CheckError(f"{path} was refused: it needs {found.group(1)}{old}. The grader loads only an AlexNet "
+        raise CheckError(f"{path} was refused: it needs {found.group(1)}. The leaderboard loads only an AlexNet "
                          "(net.models.AlexNet with Conv2d and Linear layers) saved with torch.save(model, ...), "
                          "or its state_dict") from None
     except Exception as error:
@@ -114,14 +121,24 @@ def load_state(path: Path):
 
 
 def model_problems(state) -> List[str]:
-    """What differs from the tensors the grader expects."""
-    problems = [f"missing tensor {name}" for name in EXPECTED_SHAPES if name not in state]
-    problems += [f"unexpected tensor {name}" for name in state if name not in EXPECTED_SHAPES]
-    for name, shape in EXPECTED_SHAPES.items():
-        if name in state and tuple(state[name].shape) != shape:
-            problems.append(f"{name} has shape {tuple(state[name].shape)}, expected {shape}")
-        elif name in state and not state[name].is_floating_point():
-            problems.append(f"{name} is {state[name].dtype}, expected floating point values")
+    """What the leaderboard would refuse: other tensors, other shapes, not float32, NaN or infinity."""
+    import torch
+    expected = {name: tuple(t.shape) for name, t in reference_model().state_dict().items()}
+    problems = [f"missing tensor {name}" for name in expected if name not in state]
+    problems += [f"unexpected tensor {name}" for name in state if name not in expected]
+    for name, shape in expected.items():
+        tensor = state.get(name)
+        if tensor is None:
+            continue
+        if tuple(tensor.shape) != shape:
+            problems.append(f"{name} has shape {tuple(tensor.shape)}, expected {shape}")
+        elif tensor.dtype != torch.float32:
+            problems.append(f"{name} is {tensor.dtype}, expected torch.float32 (save the model without .half())")
+        elif not bool(torch.isfinite(tensor).all()):
+            problems.append(f"{name} holds NaN or infinite values")
+        elif name.endswith("weight") and int(tensor.unique().numel()) > MAX_DISTINCT_VALUES:
+            problems.append(f"{name} has more than {MAX_DISTINCT_VALUES:,} distinct values: it is not weight-shared "
+                            "(hand in model_after_weight_sharing.ptmodel)")
     return problems
 
 
@@ -141,10 +158,63 @@ def report_model(path: Path, state) -> None:
             if distinct > 2 ** MAX_BITS:
                 unshared.append(name)
         print(line)
-    print(f"  total: {nonzero:,} non-zero of {total:,} values ({total / max(nonzero, 1):.1f}x fewer)")
+    print(f"  rate from zeros (all / non-zero values, not the file compression rate): "
+          f"{total / max(nonzero, 1):.2f}x")
     if unshared:
         print(f"note: {', '.join(unshared)} hold more than {2 ** MAX_BITS} distinct non-zero values; "
               "is this really the model after weight sharing?")
+
+
+def compression_rate(state) -> Optional[float]:
+    """The file compression rate of ``state`` with your encoder (None, with a note, when it cannot run)."""
+    model = type(reference_model())()
+    model.load_state_dict(state)
+    from net.huffmancoding import huffman_encode_model
+    try:
+        with tempfile.TemporaryDirectory() as folder, contextlib.redirect_stdout(io.StringIO()):
+            return huffman_encode_model(model, folder).rate
+    except NotImplementedError as error:
+        print(f"note: compression rate not measured: {error}")
+    except Exception as error:
+        print(f"note: compression rate not measured: your encoder failed ({type(error).__name__}: {error})")
+    return None
+
+
+# --------------------------------------------------------------------------- the accuracy gate
+
+
+def logged_accuracy(log: Path) -> Tuple[float, int]:
+    """The last accuracy ``log`` records for the model you hand in: (percent, test images)."""
+    lines = log.read_text(encoding="utf-8", errors="replace").splitlines() if log.is_file() else []
+    found = [m for m in map(LOGGED_ACCURACY.match, lines) if m]
+    if not found:
+        raise CheckError(f"{log} records no accuracy of the weight-shared model: run weight_share.py (or "
+                         "huffman_encode.py), or pass --evaluate to measure it now")
+    return float(found[-1][2]), int(found[-1][3])
+
+
+def measured_accuracy(state, data_dir: str) -> Tuple[float, int]:
+    """The model's accuracy on the whole test set, measured now."""
+    import util
+    model = type(reference_model())()
+    model.load_state_dict(state)
+    try:
+        test_set = util.load_cifar10(data_dir, train=False)
+    except util.DataError as error:
+        raise CheckError(f"--evaluate: {error}") from None
+    with contextlib.redirect_stdout(io.StringIO()):
+        accuracy = util.test(model, test_set, util.select_device("auto"))
+    return accuracy, len(test_set)
+
+
+def gate_problems(accuracy: float, images: int) -> List[str]:
+    """Why a model of this accuracy would not be ranked (nothing when it would)."""
+    if images != TEST_IMAGES:
+        return [f"the accuracy {accuracy:.2f}% was measured on {images:,} test images; the leaderboard uses all "
+                f"{TEST_IMAGES:,}: run weight_share.py without --subset, or pass --evaluate"]
+    if not accuracy > float(GATE):
+        return [f"accuracy {accuracy:.2f}% is not above the gate of {GATE}%: the model would not be ranked"]
+    return []
 
 
 def main(argv=None) -> int:
@@ -153,10 +223,14 @@ def main(argv=None) -> int:
     parser.add_argument("--model", type=Path, default=Path("saves/model_after_weight_sharing.ptmodel"),
                         help="the model to hand in")
     parser.add_argument("--out", type=Path, default=Path("."), help="folder the two files are written to")
+    parser.add_argument("--log", type=Path, default=Path("log.txt"), help="the scripts' log (its last accuracy)")
+    parser.add_argument("--evaluate", action="store_true", help="measure the accuracy now instead of reading it "
+                                                                "from the log (needs the data)")
+    parser.add_argument("--data-dir", default="data", help="folder that holds cifar-10-batches-py/ (--evaluate)")
     parser.add_argument("--skip-tests", action="store_true", help="do not run the visible tests")
     args = parser.parse_args(argv)
-    if not re.fullmatch(r"[A-Za-z0-9_-]+", args.student_id):
-        print(f"error: {args.student_id!r} is not a student id (letters, digits, - and _ only)")
+    if not STUDENT_ID.fullmatch(args.student_id):
+        print(f"error: {args.student_id!r} is not a student id (letters, digits and _ . @ + -; at most 64)")
         return 2
     sys.path.insert(0, str(HANDOUT))
     problems = []
@@ -172,8 +246,17 @@ def main(argv=None) -> int:
             raise CheckError(f"{args.model} does not exist: run weight_share.py first, or give --model PATH")
         state = load_state(args.model)
         report_model(args.model, state)
-        problems += model_problems(state)
-        target = args.out / f"{args.student_id}.ptmodel"
+        refused = model_problems(state)
+        problems += refused
+        if not refused:
+            rate = compression_rate(state)
+            if rate is not None:
+                print(f"file compression rate (your encoder): {rate:.2f}x")
+            accuracy, images = measured_accuracy(state, args.data_dir) if args.evaluate else logged_accuracy(args.log)
+            source = "measured now" if args.evaluate else args.log
+            print(f"accuracy: {accuracy:.2f}% on {images:,} test images ({source})")
+            problems += gate_problems(accuracy, images)
+        target = args.out / f"{args.student_id}{MODEL_SUFFIX}"
         if args.model.resolve() != target.resolve():
             shutil.copyfile(args.model, target)
         print(f"model: wrote {target}")
@@ -182,7 +265,7 @@ def main(argv=None) -> int:
     if problems:
         print("\nFix these before you upload:\n" + "\n".join(f"  - {problem}" for problem in problems))
         return 1
-    print(f"\nReady: upload {args.student_id}.zip and {args.student_id}.ptmodel from {args.out.resolve()}")
+    print(f"\nReady: upload {args.student_id}.zip and {args.student_id}{MODEL_SUFFIX} from {args.out.resolve()}")
     return 0
 
 

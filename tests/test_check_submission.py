@@ -2,7 +2,6 @@
 
 Everything runs in subprocesses inside a copy of the handout, as a student runs it.
 """
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -12,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from grader import homework
+
 REPO = Path(__file__).resolve().parent.parent
 SOLUTIONS, ASSIGNMENT = REPO / "solutions", REPO / "assignment"
-PACKED = {"net/__init__.py", "net/huffmancoding.py", "net/models.py", "net/prune.py", "net/quantization.py",
-          "pruning.py"}
+PACKED = set(homework.STUDENT_FILES)
 
 
 def python(args, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -39,7 +39,10 @@ def check(handout: Path, *args, tests: bool = False) -> subprocess.CompletedProc
 
 # The model files of the tests, each built by a snippet that sets ``obj`` (run beside the handout's modules).
 MODELS = {
-    "good": "torch.manual_seed(0)\nobj = AlexNet()\nobj.prune_by_percentile(10)",
+    "good": "torch.manual_seed(0)\nobj = AlexNet()\nobj.prune_by_percentile(10)\n"
+            "for p in obj.parameters():\n    p.data = (p.data * 256).round() / 256",  # a few shared values
+    "half": "obj = AlexNet().half()\nobj.fc3.bias.data[0] = float('nan')",
+    "nan": "obj = AlexNet().state_dict()\nobj['fc3.bias'][0] = float('nan')",
     "tiny": "obj = {'conv1.weight': torch.zeros(2, 3), 'extra': torch.ones(1)}",
     "evil": "import os\nclass Evil:\n    def __reduce__(self):\n        return (os.system, ('touch pwned',))\nobj = Evil()",
 }
@@ -58,18 +61,48 @@ def models(handout, tmp_path_factory):
     return {name: folder / f"{name}.ptmodel" for name in MODELS}, json.loads(result.stdout.splitlines()[-1])
 
 
+def write_log(folder: Path, *lines: str) -> Path:
+    log = folder / "log.txt"
+    log.write_text("".join(line + "\n" for line in lines))
+    return log
+
+
 def test_a_good_submission_is_packed_checked_and_copied(handout, models, tmp_path):
     paths, shapes = models
-    result = check(handout, "108062345", "--model", paths["good"], "--out", tmp_path, tests=True)
+    log = write_log(tmp_path, "accuracy_after_weight_sharing 12.00 on 10000 test images",
+                    "accuracy_after_huffman 74.90 on 10000 test images")
+    result = check(handout, "108062345", "--model", paths["good"], "--out", tmp_path, "--log", log, tests=True)
     assert result.returncode == 0, result.stdout
-    assert "visible tests: 7 passed" in result.stdout and "16 tensors" in result.stdout
+    assert "visible tests: 9 passed" in result.stdout and "16 tensors" in result.stdout
+    assert "accuracy: 74.90% on 10,000 test images" in result.stdout and "Ready: upload" in result.stdout
+    assert "file compression rate (your encoder): " in result.stdout
     with zipfile.ZipFile(tmp_path / "108062345.zip") as archive:
         assert set(archive.namelist()) == PACKED
     assert (tmp_path / "108062345.ptmodel").read_bytes() == paths["good"].read_bytes()
-    spec = importlib.util.spec_from_file_location("_check_submission", SOLUTIONS / "check_submission.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert {name: list(shape) for name, shape in module.EXPECTED_SHAPES.items()} == shapes
+
+
+@pytest.mark.parametrize("lines, reason", [
+    ((), "records no accuracy of the weight-shared model"),
+    (("accuracy_after_weight_sharing 58.00 on 10000 test images",), f"is not above the gate of {homework.GATE}%"),
+    (("accuracy_after_weight_sharing 80.00 on 200 test images",), "was measured on 200 test images"),
+])
+def test_ready_only_above_the_gate_on_the_whole_test_set(handout, models, tmp_path, lines, reason):
+    log = write_log(tmp_path, "initial_accuracy 90.00 on 10000 test images", *lines)
+    result = check(handout, "s5", "--model", models[0]["good"], "--out", tmp_path, "--log", log)
+    assert result.returncode == 1 and reason in result.stdout and "Ready" not in result.stdout
+
+
+@pytest.mark.parametrize("model, reason", [("half", "is torch.float16, expected torch.float32"),
+                                           ("nan", "fc3.bias holds NaN or infinite values")])
+def test_what_the_leaderboard_refuses_is_not_ready(handout, models, tmp_path, model, reason):
+    log = write_log(tmp_path, "accuracy_after_weight_sharing 70.00 on 10000 test images")
+    result = check(handout, "s6", "--model", models[0][model], "--out", tmp_path, "--log", log)
+    assert result.returncode == 1 and reason in result.stdout and "Ready" not in result.stdout
+    from grader.reference import reference
+    from grader.safeload import SubmissionError, load_state_dict
+    expected = {name: t.shape for name, t in reference().AlexNet().state_dict().items()}
+    with pytest.raises(SubmissionError):  # the leaderboard refuses it too
+        load_state_dict(models[0][model], expected)
 
 
 def test_a_state_dict_of_the_wrong_shapes_is_reported(handout, models, tmp_path):
@@ -107,4 +140,4 @@ def test_a_missing_file_is_reported(handout, tmp_path):
 
 def test_the_visible_tests_fail_on_the_untouched_skeleton():
     result = python(["-m", "pytest", "tests", "-q", "-p", "no:cacheprovider"], ASSIGNMENT)
-    assert result.returncode == 1 and "7 failed" in result.stdout, result.stdout
+    assert result.returncode == 1 and "9 failed" in result.stdout, result.stdout

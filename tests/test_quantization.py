@@ -103,3 +103,16 @@ def test_alexnet_shared_at_5_bits(shared_alexnet_session):
         weight = module.weight.data
         assert 0 < len(torch.unique(weight[weight != 0])) <= 32, name
         assert abs((weight == 0).double().mean().item() - 0.99) < 0.001, name
+
+
+def test_a_large_layer_fits_on_a_fixed_sample_and_every_weight_takes_its_nearest_centroid(monkeypatch):
+    from net import quantization
+    monkeypatch.setattr(quantization, "FIT_SAMPLE", 2_000)
+    values = np.random.default_rng(3).standard_normal(20_000).astype(np.float32)
+    shared = quantization.share_values(values, 3)
+    centroids = np.unique(shared)
+    assert centroids.size == 8 and np.array_equal(shared, quantization.share_values(values, 3))
+    nearest = centroids[np.abs(values[:, None] - centroids[None, :]).argmin(axis=1)]
+    assert np.array_equal(shared, nearest)
+    monkeypatch.setattr(quantization, "SAMPLE_SEED", 1)
+    assert not np.array_equal(shared, quantization.share_values(values, 3))  # the sample decides the centroids

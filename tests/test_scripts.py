@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from grader import homework
 from pruning import DEFAULT_LAYER_KEEP
 from tests.conftest import ASSIGNMENT, SOLUTIONS, run_python
 from tests.tinycifar import write_tiny_cifar
@@ -20,9 +21,6 @@ from tests.tinycifar import write_tiny_cifar
 NO_NETWORK = {name: "http://127.0.0.1:9" for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")}
 ENV = dict(NO_NETWORK, OMP_NUM_THREADS="1")  # two pipelines share the cores
 STEPS = [("pruning.py", "--epochs", "1", "--retrain-epochs", "1"), ("weight_share.py",), ("huffman_encode.py",)]
-# The untouched skeleton prunes nothing, so its weight sharing clusters all 17.9 million fc
-# weights; 2 bits (4 clusters) keeps that k-means short. The solutions run uses the default 5.
-EXTRA = {"solutions": {}, "assignment": {"weight_share.py": ["--bits", "2"]}}
 SAVES = ["initial_model.ptmodel", "model_after_retraining.ptmodel", "model_after_weight_sharing.ptmodel"]
 LOG_KEYS = ["initial_accuracy", "accuracy_after_pruning", "accuracy_after_retraining",
             "accuracy_after_weight_sharing", "compression", "accuracy_after_huffman"]
@@ -35,8 +33,7 @@ def run_pipeline(variant: str, folder: Path, data: Path):
     common = ["--data-dir", data, "--subset", "200", "--batch-size", "50", "--device", "cpu"]
     results = []
     for step in STEPS:
-        extra = EXTRA[variant].get(step[0], [])
-        results.append(run_python([*step, *common, *extra], cwd=folder, env=ENV))
+        results.append(run_python([*step, *common], cwd=folder, env=ENV))
         if results[-1].returncode != 0:
             break
     return results
@@ -110,6 +107,27 @@ def test_skeleton_flags_unencoded_conv_layers(runs):
     assert len(alive) == 3 and alive[0] == alive[1] > 20_000_000   # before and after "pruning"
     flagged = [line.split()[0] for line in results[2].stdout.splitlines() if "not implemented" in line]
     assert flagged == [f"conv{i}.weight" for i in range(1, 6)]
+    assert "WARNING: pruning changed nothing" in results[0].stderr
+    unshared = re.findall(r"^WARNING: (\w+) still holds [0-9,]+ distinct non-zero values", results[1].stdout,
+                          re.MULTILINE)
+    assert unshared == [f"conv{i}" for i in range(1, 6)]  # the conv TODO of weight sharing; fc is provided
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("5", dict.fromkeys(homework.LAYERS, 5)), ("conv1=8, fc2=4", {"conv1": 8, "fc2": 4})])
+def test_bit_widths_per_layer(text, expected):
+    from weight_share import parse_bits
+    assert parse_bits(text) == expected
+
+
+@pytest.mark.parametrize("text, message", [
+    ("five", "expected a number of bits such as 5"), ("conv9=4", "unknown layer(s) ['conv9']"),
+    ("fc1=0", "fc1 has 0 bits; use 1 to 16"), ("conv1=8,=3", "expected a number of bits")])
+def test_bad_bit_widths_are_refused_with_the_reason(text, message):
+    from weight_share import parse_bits
+    with pytest.raises(ValueError) as error:
+        parse_bits(text)
+    assert message in str(error.value)
 
 
 def test_missing_data_without_network_is_a_short_error(runs):

@@ -60,8 +60,8 @@ PathLike = Union[str, Path]
 HEADER = struct.Struct("<cII")  # dtype code, number of symbols, number of distinct values
 DTYPES = {b"f": np.dtype("<f4"), b"i": np.dtype("<i4")}
 MAX_CODE_LENGTH = 57  # a code must fit in a 64-bit word read at any bit offset
-ENCODE_CHUNK = 1 << 16  # symbols turned into bits at a time
-DECODE_CHUNK = 1 << 21  # bit positions examined at a time
+ENCODE_CHUNK = 1 << 15  # symbols turned into bits at a time
+DECODE_CHUNK = 1 << 20  # bit positions examined at a time
 
 
 # ---------------------------------------------------------------------------
@@ -90,9 +90,10 @@ def code_lengths(counts: np.ndarray) -> np.ndarray:
     n = counts.size
     if n <= 1:
         return np.ones(n, dtype=np.uint8)
-    order = np.argsort(counts, kind="stable")
-    kind = np.int64 if int(counts.sum()) >= 2 ** 31 else np.int32
-    leaf = counts[order].astype(kind)
+    kind = np.int64 if int(counts.sum(dtype=np.int64)) >= 2 ** 31 else np.int32
+    # The leaves sorted by (count, symbol): one run per distinct count, symbols in order within it.
+    run_counts, run_sizes = np.unique(counts, return_counts=True)
+    leaf = np.repeat(run_counts.astype(kind), run_sizes)
     node = np.empty(n - 1, dtype=kind)  # weights of the merged nodes, in the order they are made
     batches = []
     used_leaves = used_nodes = made = 0
@@ -108,32 +109,49 @@ def code_lengths(counts: np.ndarray) -> np.ndarray:
                 n_leaves -= 1
         pairs = (n_leaves + n_nodes) // 2
         batch = (used_leaves, n_leaves, used_nodes, n_nodes, made)
-        weights = _batch_weights(leaf, node, batch)
+        weights = _merge(leaf[used_leaves:used_leaves + n_leaves], node[used_nodes:used_nodes + n_nodes])
         node[made:made + pairs] = weights[0::2] + weights[1::2]
         batches.append(batch)
         used_leaves, used_nodes, made = used_leaves + n_leaves, used_nodes + n_nodes, made + pairs
 
-    # Depths, from the root down: the nodes paired in a batch are children of the nodes it made.
+    # Depths, from the root down: the nodes paired in a batch are children of the nodes it made,
+    # the one at merged position j a child of node made + j // 2.
     leaf_depth = np.zeros(n, dtype=np.uint8)
     node_depth = np.zeros(n - 1, dtype=np.uint8)
-    for batch in reversed(batches):
-        used_leaves, n_leaves, used_nodes, n_nodes, made = batch
-        pick = np.argsort(np.concatenate([leaf[used_leaves:used_leaves + n_leaves],
-                                          node[used_nodes:used_nodes + n_nodes]]), kind="stable")
-        depth = np.empty(pick.size, dtype=np.uint8)
-        depth[pick] = np.repeat(node_depth[made:made + pick.size // 2], 2) + 1
-        leaf_depth[used_leaves:used_leaves + n_leaves] = depth[:n_leaves]
-        node_depth[used_nodes:used_nodes + n_nodes] = depth[n_leaves:]
+    for used_leaves, n_leaves, used_nodes, n_nodes, made in reversed(batches):
+        leaves, nodes = leaf[used_leaves:used_leaves + n_leaves], node[used_nodes:used_nodes + n_nodes]
+        parents = node_depth[made:made + (n_leaves + n_nodes) // 2]
+        for part, other, side, depth in ((leaves, nodes, "left", leaf_depth[used_leaves:]),
+                                         (nodes, leaves, "right", node_depth[used_nodes:])):
+            for start, position in _merged_positions(part, other, side):
+                depth[start:start + position.size] = parents[position // 2] + 1
     lengths = np.empty(n, dtype=np.uint8)
-    lengths[order] = leaf_depth
+    run_starts = np.concatenate([[0], np.cumsum(run_sizes)])
+    for run, count in enumerate(run_counts):
+        lengths[counts == count] = leaf_depth[run_starts[run]:run_starts[run + 1]]
     return lengths
 
 
-def _batch_weights(leaf: np.ndarray, node: np.ndarray, batch: Tuple[int, int, int, int, int]) -> np.ndarray:
-    """The weights of one batch's nodes in the order the heap would pick them (leaves first on a tie)."""
-    used_leaves, n_leaves, used_nodes, n_nodes, _ = batch
-    return np.sort(np.concatenate([leaf[used_leaves:used_leaves + n_leaves], node[used_nodes:used_nodes + n_nodes]]),
-                   kind="stable")
+def _merged_positions(part: np.ndarray, other: np.ndarray, side: str, chunk: int = 1 << 20):
+    """Yield ``(start, positions)``: where ``part[start:start + chunk]`` lands when merged with ``other``.
+
+    Both are sorted. ``side="left"`` puts ``part`` before equal entries of ``other`` (leaves before merged
+    nodes on a tie), ``"right"`` after them. Chunked, so that no index array of the full size is needed.
+    """
+    for start in range(0, part.size, chunk):
+        piece = part[start:start + chunk]
+        yield start, np.arange(start, start + piece.size) + np.searchsorted(other, piece, side=side)
+
+
+def _merge(leaves: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+    """``leaves`` and ``nodes`` (both sorted) merged in the heap's order: by weight, leaves first on a tie."""
+    if nodes.size == 0 or leaves.size == 0:
+        return leaves if nodes.size == 0 else nodes
+    merged = np.empty(leaves.size + nodes.size, dtype=leaves.dtype)
+    for part, other, side in ((leaves, nodes, "left"), (nodes, leaves, "right")):
+        for start, position in _merged_positions(part, other, side):
+            merged[position] = part[start:start + position.size]
+    return merged
 
 
 # ---------------------------------------------------------------------------
@@ -156,11 +174,11 @@ def first_codes(lengths: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
 
 def canonical_codes(lengths: np.ndarray) -> np.ndarray:
     """The canonical code of each symbol, given its code length (symbols of one length numbered in order)."""
-    _, first = first_codes(lengths)
-    codes = np.empty(lengths.size, dtype=np.uint64)
+    count, first = first_codes(lengths)
+    codes = np.empty(lengths.size, dtype=np.uint32 if first.size <= 33 else np.uint64)
     for length in range(1, first.size):
-        symbols = np.flatnonzero(lengths == length)
-        codes[symbols] = first[length] + np.arange(symbols.size, dtype=np.uint64)
+        if count[length]:
+            codes[lengths == length] = np.arange(first[length], first[length] + count[length], dtype=codes.dtype)
     return codes
 
 
@@ -169,13 +187,23 @@ def canonical_codes(lengths: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------
 
 def distinct_values(bits: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """The distinct entries of the uint32 array ``bits`` in increasing order, and how often each occurs."""
+    """The distinct entries of the uint32 array ``bits`` in increasing order, and how often each occurs (int32)."""
     ordered = np.sort(bits)
     if ordered.size == 0:
-        return ordered, np.zeros(0, dtype=np.int64)
-    starts = np.flatnonzero(np.concatenate([[True], ordered[1:] != ordered[:-1]]))
-    counts = np.diff(np.append(starts, ordered.size))
-    return ordered[starts], counts
+        return ordered, np.zeros(0, dtype=np.int32)
+    new = np.empty(ordered.size, dtype=bool)
+    new[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+    values = ordered[new]
+    starts = np.empty(values.size + 1, dtype=np.int64 if ordered.size >= 2 ** 31 else np.int32)
+    found = 0
+    for start in range(0, ordered.size, ENCODE_CHUNK * 16):  # np.flatnonzero of it all would take 8 bytes a value
+        here = np.flatnonzero(new[start:start + ENCODE_CHUNK * 16]) + start
+        starts[found:found + here.size] = here
+        found += here.size
+    starts[-1] = ordered.size
+    del ordered, new
+    return values, np.diff(starts)
 
 
 def huffman_encode(array: np.ndarray, path: PathLike) -> int:
@@ -205,7 +233,7 @@ def _write_bit_stream(f: BinaryIO, bits: np.ndarray, values: np.ndarray, codes: 
     carry = np.zeros(0, dtype=np.uint8)  # bits of the last chunk that did not fill a byte
     for start in range(0, bits.size, ENCODE_CHUNK):
         symbol = np.searchsorted(values, bits[start:start + ENCODE_CHUNK])
-        code, size = codes[symbol], lengths[symbol].astype(np.int64)
+        code, size = codes[symbol].astype(np.uint64), lengths[symbol].astype(np.int64)
         owner = np.repeat(np.arange(symbol.size), size)  # which code each output bit belongs to
         place = np.arange(owner.size) - np.repeat(np.cumsum(size) - size, size)
         shift = (size[owner] - 1 - place).astype(np.uint64)

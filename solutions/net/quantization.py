@@ -21,6 +21,13 @@ from sklearn.cluster import KMeans
 Bits = Union[int, Mapping[str, int]]
 
 
+FIT_SAMPLE = 200_000
+"""Layers with more non-zero weights than this (an unpruned fc layer has millions) fit their centroids on this
+many of them, drawn with the fixed seed ``SAMPLE_SEED``, and then give every weight its nearest centroid: the
+centroids barely move, and k-means takes seconds instead of minutes."""
+SAMPLE_SEED = 0
+
+
 def share_values(values: np.ndarray, bits: int) -> np.ndarray:
     """Return ``values`` (1-D) with each entry replaced by its k-means centroid.
 
@@ -33,9 +40,13 @@ def share_values(values: np.ndarray, bits: int) -> np.ndarray:
     column = values.reshape(-1, 1).astype(np.float64)
     init = np.linspace(column.min(), column.max(), n_clusters).reshape(-1, 1)
     kmeans = KMeans(n_clusters=n_clusters, init=init, n_init=1, algorithm="lloyd")
-    kmeans.fit(column)
+    if values.size <= FIT_SAMPLE:
+        labels = kmeans.fit(column).labels_
+    else:
+        sample = np.random.default_rng(SAMPLE_SEED).choice(values.size, FIT_SAMPLE, replace=False)
+        labels = kmeans.fit(column[sample]).predict(column)
     centroids = kmeans.cluster_centers_.astype(values.dtype).reshape(-1)
-    return centroids[kmeans.labels_]
+    return centroids[labels]
 
 
 def apply_weight_sharing(model: nn.Module, bits: Bits = 5) -> None:

@@ -1,0 +1,1 @@
+../grader/homework.py
