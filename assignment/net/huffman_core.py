@@ -49,6 +49,7 @@ Both directions work through the array in chunks and keep per-symbol tables
 in small integer types, so that even a dense, unshared layer (fc2: 2**24
 values, almost all distinct) is coded in a few hundred MB.
 """
+import os
 import struct
 from pathlib import Path
 from typing import BinaryIO, Tuple, Union
@@ -251,16 +252,20 @@ def _write_bit_stream(f: BinaryIO, bits: np.ndarray, values: np.ndarray, codes: 
 
 def huffman_decode(path: PathLike) -> np.ndarray:
     """Read back the array that ``huffman_encode`` wrote to ``path``."""
-    blob = Path(path).read_bytes()
-    if len(blob) < HEADER.size:
-        raise ValueError(f"{path}: not a .huff file (only {len(blob)} bytes)")
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        blob = bytearray(size + 8)  # 8 zero bytes after the stream, so that a 64-bit word can be read at every byte
+        f.readinto(memoryview(blob)[:size])
+    if size < HEADER.size:
+        raise ValueError(f"{path}: not a .huff file (only {size} bytes)")
     dtype_code, n_symbols, n_values = HEADER.unpack_from(blob)
-    if dtype_code not in DTYPES or len(blob) < HEADER.size + 5 * n_values:
+    if dtype_code not in DTYPES or size < HEADER.size + 5 * n_values:
         raise ValueError(f"{path}: not a .huff file (bad header)")
     dtype = DTYPES[dtype_code]
     values = np.frombuffer(blob, dtype=dtype, count=n_values, offset=HEADER.size)
     lengths = np.frombuffer(blob, dtype=np.uint8, count=n_values, offset=HEADER.size + 4 * n_values)
-    payload = np.frombuffer(blob, dtype=np.uint8, offset=HEADER.size + 5 * n_values)
+    start = HEADER.size + 5 * n_values
+    payload_bytes = size - start
     if n_symbols == 0:
         return np.zeros(0, dtype=dtype)
     if n_values == 0 or lengths.min() == 0 or lengths.max() > MAX_CODE_LENGTH:
@@ -272,9 +277,8 @@ def huffman_decode(path: PathLike) -> np.ndarray:
     width = count.size - 1
     offset = np.concatenate([[0], np.cumsum(count[:-1])]).astype(np.int64)  # canonical index of first[L]
     ends = ((first + count) << (np.uint64(width) - np.arange(count.size, dtype=np.uint64)))[1:]
-    padded = np.concatenate([payload, np.zeros(8, dtype=np.uint8)])
-    words = np.ndarray(padded.size - 7, dtype=">u8", buffer=padded, strides=(1,))  # a 64-bit word at every byte
-    n_bits = 8 * payload.size
+    words = np.ndarray(payload_bytes + 1, dtype=">u8", buffer=blob, offset=start, strides=(1,))  # one at every byte
+    n_bits = 8 * payload_bytes
 
     decoded = np.empty(n_symbols, dtype=dtype)
     done, position = 0, 0
