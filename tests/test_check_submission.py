@@ -141,3 +141,14 @@ def test_a_missing_file_is_reported(handout, tmp_path):
 def test_the_visible_tests_fail_on_the_untouched_skeleton():
     result = python(["-m", "pytest", "tests", "-q", "-p", "no:cacheprovider"], ASSIGNMENT)
     assert result.returncode == 1 and "9 failed" in result.stdout, result.stdout
+
+
+def test_the_visible_tests_catch_the_percentile_misreading(handout, tmp_path):
+    """q is the percentage KEPT (the original handout's rule); pruning q% instead fails before submission."""
+    from grader import variants
+    misread = tmp_path / "assignment"
+    shutil.copytree(handout, misread)
+    variants.apply("percentile_prunes_q", misread)
+    result = python(["-m", "pytest", "tests/test_prune.py", "-q", "-p", "no:cacheprovider"], misread)
+    assert result.returncode == 1 and "2 failed" in result.stdout, result.stdout
+    assert "test_prune_by_percentile_keeps_q_percent_of_each_layer[30]" in result.stdout
