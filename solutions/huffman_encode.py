@@ -21,6 +21,7 @@ def main() -> None:
     model = util.load_model(f"{args.saves_dir}/model_after_weight_sharing.ptmodel")
 
     report = huffman_encode_model(model, args.encodings_dir)
+    del model  # what is tested below comes from encodings/ alone (and the memory goes back for decoding)
     util.log(args.log, f"compression {report.original_bytes} original bytes, "
                        f"{report.compressed_bytes} compressed bytes, {report.rate:.2f}x")
 

@@ -53,8 +53,7 @@ apply_weight_sharing = _handout.quantization.apply_weight_sharing
 
 
 _pruning = load_script(load(SOLUTIONS, PACKAGE), "pruning")
-make_optimizer, parse_rates, pruning_masks, train = (_pruning.make_optimizer, _pruning.parse_rates,
-                                                     _pruning.pruning_masks, _pruning.train)
+make_optimizer, pruning_masks, train = _pruning.make_optimizer, _pruning.pruning_masks, _pruning.train
 zero_pruned_gradients, zero_pruned_weights = _pruning.zero_pruned_gradients, _pruning.zero_pruned_weights
 
 
@@ -76,7 +75,7 @@ DEFAULT_BITS = "conv1=5,conv2=4,conv3=4,conv4=4,conv5=4,fc1=3,fc2=2,fc3=4"
 
 def per_layer(text: str, kind=float) -> Dict[str, float]:
     """``"conv1=50,fc2=99"`` -> ``{"conv1": 50.0, "fc2": 99.0}``; one number applies to every layer."""
-    rates = parse_rates(text)
+    rates = util.per_layer("a per-layer setting", text, kind, "a number, or layer=number pairs such as conv1=50,fc2=99")
     if not isinstance(rates, dict):
         rates = dict.fromkeys((name for name, _ in AlexNet().prunable_layers()), rates)
     return {name: kind(value) for name, value in rates.items()}
