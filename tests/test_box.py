@@ -18,6 +18,7 @@ import pytest
 
 from grader import box, seccomp
 from grader.worker import protocol
+from net.prune import DEFAULT_PRUNE_RATE
 
 REPO = Path(__file__).resolve().parent.parent
 BWRAP = box.strongest_level()[0] == "bwrap"
@@ -160,7 +161,7 @@ def test_the_box_sees_only_its_own_files_and_no_host_socket(tmp_path):
         with pytest.raises(BlockingIOError):
             server.accept()
         server.close()
-    assert answer["value"] == 5.0 and answer["ended"] == ""
+    assert answer["value"] == DEFAULT_PRUNE_RATE and answer["ended"] == ""
     python_tops = {folder.parts[1] for folder in box._python_paths()}
     assert set(report["root"]) <= {"bin", "box", "dev", "etc", "lib", "lib32", "lib64", "proc", "sbin",
                                    "tmp", "usr"} | python_tops
@@ -214,20 +215,20 @@ def test_a_crash_or_a_hang_costs_one_request_and_the_box_restarts(tmp_path):
             "    while name == 'HANG':\n        pass\n"
             "    raise AttributeError(name)\n")
     with box.Box(probe_submission(tmp_path / "sub", code), box.Limits(), "bwrap") as opened:
-        assert ask_constant(opened)["value"] == 5.0
+        assert ask_constant(opened)["value"] == DEFAULT_PRUNE_RATE
         crashed, _ = opened.request({"op": "constant", "module": "net.prune", "name": "CRASH"}, {},
                                     time.monotonic() + 30)
         assert "segmentation fault" in crashed["ended"]
         with pytest.raises(box.BoxFailure, match="timeout"):
             opened.request({"op": "constant", "module": "net.prune", "name": "HANG"}, {}, time.monotonic() + 1)
-        assert ask_constant(opened)["value"] == 5.0
+        assert ask_constant(opened)["value"] == DEFAULT_PRUNE_RATE
         assert opened.starts == 2
 
 
 def test_the_basic_level_answers_the_same(tmp_path):
     with box.Box(probe_submission(tmp_path / "sub", ""), box.Limits(), "basic") as opened:
         answer = ask_constant(opened)
-    assert answer["value"] == 5.0 and answer["ended"] == ""
+    assert answer["value"] == DEFAULT_PRUNE_RATE and answer["ended"] == ""
 
 
 def test_a_box_leaves_no_folder_behind(tmp_path):
