@@ -39,10 +39,10 @@ def check(handout: Path, *args, tests: bool = False) -> subprocess.CompletedProc
 
 # The model files of the tests, each built by a snippet that sets ``obj`` (run beside the handout's modules).
 MODELS = {
-    "good": "torch.manual_seed(0)\nobj = AlexNet()\nobj.prune_by_percentile(10)\n"
+    "good": "torch.manual_seed(0)\nobj = AlexNet()\nobj.prune_by_percentile(1)\n"
             "for p in obj.parameters():\n    p.data = (p.data * 256).round() / 256",  # a few shared values
-    "half": "obj = AlexNet().half()\nobj.fc3.bias.data[0] = float('nan')",
-    "nan": "obj = AlexNet().state_dict()\nobj['fc3.bias'][0] = float('nan')",
+    "half": "obj = AlexNet()\nobj.prune_by_percentile(1)\nobj = obj.half()\nobj.fc3.bias.data[0] = float('nan')",
+    "nan": "obj = AlexNet()\nobj.prune_by_percentile(1)\nobj = obj.state_dict()\nobj['fc3.bias'][0] = float('nan')",
     "tiny": "obj = {'conv1.weight': torch.zeros(2, 3), 'extra': torch.ones(1)}",
     "evil": "import os\nclass Evil:\n    def __reduce__(self):\n        return (os.system, ('touch pwned',))\nobj = Evil()",
 }
