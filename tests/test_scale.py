@@ -240,3 +240,151 @@ def test_the_shard_rule_is_pinned_and_spreads_the_class():
     for i in range(2000):
         sizes[shards.shard_of(f"student{i:04d}", 64)] += 1
     assert min(sizes) > 10 and max(sizes) < 60  # about 31 each: no shard is left empty or doubled
+
+
+# --------------------------------------------------------------------------- the cluster recipes (deploy/cluster/)
+
+RECIPES = REPO / "deploy" / "cluster"
+
+
+def fake_tool(folder: Path, name: str, body: str) -> None:
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_text(f"#!/usr/bin/env bash\n{body}\n")
+    (folder / name).chmod(0o755)
+
+
+def test_slurm_scripts_are_bash_and_submit_an_array_then_a_dependent_merge(tmp_path):
+    scripts = sorted((RECIPES / "slurm").iterdir())
+    assert {p.name for p in scripts} == {"submit.sh", "shard.sbatch", "merge.sbatch"}
+    for script in scripts:
+        assert subprocess.run(["bash", "-n", str(script)]).returncode == 0, script.name
+    bin_ = tmp_path / "bin"
+    fake_tool(bin_, "sbatch", f'echo "$@" >> {tmp_path}/sbatch.log; echo "$((4000 + $(wc -l < {tmp_path}/sbatch.log)));cluster"')
+    env = {"PATH": f"{bin_}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    done = subprocess.run(["bash", str(RECIPES / "slurm" / "submit.sh"), "grade", str(tmp_path), str(tmp_path / "out"),
+                           "8", "--roster", "r.csv"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    shard_call, merge_call = (tmp_path / "sbatch.log").read_text().splitlines()
+    assert "--array=0-7" in shard_call and "N=8" in shard_call and "KIND=grade" in shard_call
+    assert shard_call.endswith("shard.sbatch --roster r.csv")
+    assert "--dependency=afterok:4001 " in merge_call and merge_call.endswith("merge.sbatch")
+    # one array task: shard SLURM_ARRAY_TASK_ID of N, the TA's options passed on
+    fake_tool(bin_, "python", 'echo "$@"')
+    task = subprocess.run(["bash", str(RECIPES / "slurm" / "shard.sbatch"), "--roster", "r.csv"], capture_output=True,
+                          text=True, timeout=60, env={**env, "GRADER_REPO": str(REPO), "GRADER_PYTHON": str(bin_ / "python"),
+                                                      "KIND": "grade", "SUBMISSIONS": "/s", "OUT": "/o", "N": "8",
+                                                      "SLURM_ARRAY_TASK_ID": "3", "SLURM_CPUS_PER_TASK": "2"})
+    assert task.stdout.split() == ["-m", "grader", "grade", "/s", "--out", "/o", "--shard", "3/8", "--jobs", "2",
+                                   "--no-progress", "--roster", "r.csv"]
+    merged = subprocess.run(["bash", str(RECIPES / "slurm" / "merge.sbatch")], capture_output=True, text=True,
+                            timeout=60, env={**env, "GRADER_REPO": str(REPO), "GRADER_PYTHON": str(bin_ / "python"),
+                                             "OUT": "/o"})
+    assert merged.stdout.split() == ["-m", "grader", "merge", "/o"]
+    assert subprocess.run(["bash", str(RECIPES / "slurm" / "shard.sbatch")], capture_output=True,
+                          env=env).returncode != 0  # outside an array job: refused, nothing run
+
+
+def load_yaml(text: str) -> list:
+    """The documents of a YAML file: PyYAML's reading where it is installed, else :func:`tiny_yaml`."""
+    try:
+        import yaml
+    except ImportError:
+        return tiny_yaml(text)
+    return [doc for doc in yaml.safe_load_all(text) if doc is not None]
+
+
+def tiny_yaml(text: str) -> list:
+    """The block-style subset of YAML the manifests use (mappings, lists, JSON-style flow values and plain
+    scalars); ``ValueError`` for anything else, so a manifest outside the subset fails the test."""
+    import re
+    docs = []
+    for chunk in re.split(r"^---\s*$", text, flags=re.M):
+        lines = [[len(line) - len(line.lstrip(" ")), line.strip()] for line in chunk.splitlines()
+                 if line.strip() and not line.strip().startswith("#")]
+        if lines:
+            value, end = _node(lines, 0)
+            if end != len(lines):
+                raise ValueError(f"unexpected indentation at {lines[end][1]!r}")
+            docs.append(value)
+    return docs
+
+
+def _scalar(text: str):
+    import re
+    if text[:1] in "[{\"":
+        return json.loads(text)
+    if text in ("true", "false"):
+        return text == "true"
+    return int(text) if re.fullmatch(r"-?[0-9]+", text) else text
+
+
+def _node(lines: list, i: int):
+    import re
+    indent = lines[i][0]
+    if lines[i][1].startswith("- "):
+        items = []
+        while i < len(lines) and lines[i][0] == indent and lines[i][1].startswith("- "):
+            lines[i] = [indent + 2, lines[i][1][2:]]
+            if re.match(r"^[A-Za-z0-9_.-]+:(\s|$)", lines[i][1]):
+                item, i = _node(lines, i)
+            else:
+                item, i = _scalar(lines[i][1]), i + 1
+            items.append(item)
+        return items, i
+    mapping = {}
+    while i < len(lines) and lines[i][0] == indent and not lines[i][1].startswith("- "):
+        match = re.match(r"^([A-Za-z0-9_.-]+):(?:\s+(.*))?$", lines[i][1])
+        if not match:
+            raise ValueError(f"not a key: value line: {lines[i][1]!r}")
+        i += 1
+        if match[2]:
+            mapping[match[1]] = _scalar(match[2])
+        elif i < len(lines) and (lines[i][0] > indent or lines[i][1].startswith("- ")):
+            mapping[match[1]], i = _node(lines, i)
+        else:
+            mapping[match[1]] = None
+    return mapping, i
+
+
+def test_tiny_yaml_reads_what_pyyaml_reads():
+    text = "a: 1\nb:\n  - name: x\n    v: [\"p\", \"q\"]\n  - plain\nc:\n  d: true\n---\ne: \"s: t\"\n"
+    assert tiny_yaml(text) == [{"a": 1, "b": [{"name": "x", "v": ["p", "q"]}, "plain"], "c": {"d": True}},
+                               {"e": "s: t"}]
+    with pytest.raises(ValueError):
+        tiny_yaml("a: 1\n  b: 2\n")
+
+
+def test_kubernetes_indexed_job_then_merge_job(tmp_path):
+    (shards_job,) = load_yaml((RECIPES / "kubernetes" / "shards.yaml").read_text())
+    (merge_job,) = load_yaml((RECIPES / "kubernetes" / "merge.yaml").read_text())
+    for job in (shards_job, merge_job):
+        assert job["apiVersion"] == "batch/v1" and job["kind"] == "Job" and job["metadata"]["name"]
+        pod = job["spec"]["template"]["spec"]
+        assert pod["restartPolicy"] == "Never" and len(pod["containers"]) == 1
+        container = pod["containers"][0]
+        assert container["image"] and container["command"]
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        (mount,) = container["volumeMounts"]
+        (volume,) = pod["volumes"]
+        assert mount["name"] == volume["name"] and volume["persistentVolumeClaim"]["claimName"] == "grader-class"
+    spec = shards_job["spec"]
+    command = spec["template"]["spec"]["containers"][0]["command"][-1]
+    assert spec["completionMode"] == "Indexed" and spec["completions"] == spec["parallelism"] == 8
+    assert '--shard "$JOB_COMPLETION_INDEX/8"' in command and "--out /class/graded" in command
+    assert merge_job["spec"]["template"]["spec"]["containers"][0]["command"] == \
+        ["python", "-m", "grader", "merge", "/class/graded"]
+    # run.sh: N shards everywhere in the applied Job, waits for it, then applies the merge Job
+    bin_ = tmp_path / "bin"
+    fake_tool(bin_, "kubectl", f'echo "$@" >> {tmp_path}/calls; [ "$1 $2" = "apply -f" ] && cat > {tmp_path}/applied-$(wc -l < {tmp_path}/calls).yaml; true')
+    done = subprocess.run(["bash", str(RECIPES / "kubernetes" / "run.sh"), "5", "registry/grader:1"], capture_output=True,
+                          text=True, timeout=60, env={"PATH": f"{bin_}:/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert [c.split()[0] for c in calls] == ["apply", "wait", "apply", "wait", "logs"]
+    assert "job/grader-shards" in calls[1] and "condition=complete" in calls[1]
+    (applied,) = load_yaml((tmp_path / "applied-1.yaml").read_text())
+    assert applied["spec"]["completions"] == applied["spec"]["parallelism"] == 5
+    container = applied["spec"]["template"]["spec"]["containers"][0]
+    assert '"$JOB_COMPLETION_INDEX/5"' in container["command"][-1] and container["image"] == "registry/grader:1"
+    (merge_applied,) = load_yaml((tmp_path / "applied-3.yaml").read_text())
+    assert merge_applied["kind"] == "Job" and merge_applied["metadata"]["name"] == "grader-merge"
