@@ -16,7 +16,7 @@ they come:
     every test, its points and its message, for the student.
 ``OUT_DIR/grades.csv``
     ``student_id,prune,quantize,huffman,code_total,status,isolation``,
-    rebuilt from ``results/`` after every student and, at the end, by the
+    rebuilt from ``results/`` at most every 30 s and, at the end, by the
     same merge that joins the shards of a class graded on many machines
     (``--shard K/N``, :mod:`grader.shards`).
 
@@ -53,6 +53,8 @@ CSV_FIELDS = ["student_id", *PARTS, "code_total", "status", "isolation"]
 VERSIONED = ("grader/suites", "grader/worker", "grader/box.py", "grader/judge.py", "grader/files.py",
              "grader/homework.py", "grader/reference.py")
 """What decides a score, besides the reference solutions and the limits (see ``grader_version``)."""
+GRADES_EVERY_S = 30.0
+"""During a whole-class run grades.csv is rebuilt at most this often (and at the end, by the merge)."""
 
 
 class GradingError(Exception):
@@ -463,10 +465,10 @@ def grade(submissions: Path, out: Path, *, jobs: int = 1, only: Sequence[str] = 
         students = roster.load(roster_csv) if roster_csv else None
     except roster.RosterError as error:
         raise GradingError(str(error)) from None
-    shards.start(out, shard)
     check = None
     try:
         run = Run(setup=make_setup(limits, isolation, preload))
+        shards.start(out, shard)  # only once the run can start: a refused run leaves the markers as they were
         found, ignored = find_submissions(submissions)
         found, older = resubmit.latest(found)
         found = {sid: paths for sid, paths in found.items() if shards.belongs(sid, shard)}
@@ -503,8 +505,10 @@ def grade(submissions: Path, out: Path, *, jobs: int = 1, only: Sequence[str] = 
 def _grade_all(todo: Dict[str, List[Path]], run: Run, out: Path, jobs: int, progress: bool,
                older: Dict[str, List[Path]], whole_class: bool) -> None:
     """Grade ``todo`` with ``jobs`` threads (each drives a judge process), saving each student as it is done
-    (and, for the whole class, grades.csv: a shard writes no class-wide file)."""
+    (and, for the whole class, grades.csv at most every ``GRADES_EVERY_S``: rebuilding it reads every results
+    file; a shard writes no class-wide file)."""
     from tqdm import tqdm
+    rebuilt = time.monotonic()
     bar = tqdm(total=len(todo) + run.skipped, initial=run.skipped, unit="student", desc="grading",
                disable=not progress, file=sys.stderr, dynamic_ncols=True)
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -513,8 +517,9 @@ def _grade_all(todo: Dict[str, List[Path]], run: Run, out: Path, jobs: int, prog
             for future in concurrent.futures.as_completed(futures):
                 results = resubmit.annotate(future.result(), older.get(futures[future], []), out)
                 save(out, results)
-                if whole_class:
+                if whole_class and time.monotonic() - rebuilt >= GRADES_EVERY_S:
                     write_grades(out)
+                    rebuilt = time.monotonic()
                 run.graded.append(results)
                 if results.status != "ok":
                     bar.write(f"{futures[future]}: {results.score:g} points, {results.status}", file=sys.stderr)
