@@ -7,10 +7,13 @@ Measured on this machine, one core per shard (``--jobs 1``, one torch thread):
 * grading: the time to list the tests (once per shard process), then
   ``grade.grade`` on 1 and on 4 submissions (solutions twice, the skeleton, a
   buggy variant), each in the real box; the per-student cost is the
-  difference over the 3 extra students, the rest is the shard's fixed cost;
-* the leaderboard: ``measure.measure`` of 3 compressed models on a test set of
-  10,000 images in the official layout (synthetic pixels: the work does not
-  depend on their values), after loading the set once;
+  difference over the 3 extra students, the rest is the shard's fixed cost
+  (wall time, and CPU time of this process and its finished children);
+* the leaderboard: ``measure.measure`` of a reference-like model (the one of
+  ``benchmarks/leaderboard_speed.py``: per-layer pruning, 5-bit sharing), 3
+  times, on a test set of 10,000 images in the official layout (synthetic
+  pixels: the work does not depend on their values), after loading the set
+  once; wall and CPU time;
 * the merges: ``grade.merge`` and ``leaderboard.publish_class`` over 5,000
   synthetic students in 64 shards (results and cached measurements copied
   from the real ones above, under new ids).
@@ -24,6 +27,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -44,6 +48,12 @@ def timed(function, *args, **kwargs):
     return time.perf_counter() - started, value
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of every finished child (the judge and its boxes, once shut down)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
 def grading_costs(work: Path):
     from tests.test_archives import make_zip
     from tests.test_grade import student_files
@@ -57,30 +67,38 @@ def grading_costs(work: Path):
             make_zip(folder / f"{sid}.zip", files)
     listing, _ = timed(grade.list_tests)
     grade.grade(one, work / "warm", jobs=1)  # starts and lists once in this process, as a shard does
+    cpu = cpu_seconds()
     t1, _ = timed(grade.grade, one, work / "out1", jobs=1)
+    cpu1, cpu = cpu_seconds() - cpu, cpu_seconds()
     t4, _ = timed(grade.grade, four, work / "out4", jobs=1)
-    judge.shutdown()
+    cpu4 = cpu_seconds() - cpu
     per_student = (t4 - t1) / 3
-    return listing + t1 - per_student, per_student, work / "out4"
+    return listing + t1 - per_student, per_student, (cpu4 - cpu1) / 3, work / "out4"
 
 
 def leaderboard_costs(work: Path):
+    import importlib.util
+
     import torch
-    from tests.test_leaderboard import shared_state
     from tests.tinycifar import write_tiny_cifar
+    spec = importlib.util.spec_from_file_location("leaderboard_speed", REPO / "benchmarks" / "leaderboard_speed.py")
+    speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(speed)
     torch.set_num_threads(1)
     data = write_tiny_cifar(work / "data", n_train=10, n_test=10_000)
     evaluator = CifarEvaluator(data)
     prepare, _ = timed(evaluator.prepare)
-    costs, results = [], []
+    path = work / "model.ptmodel"
+    speed.build_submission(path)
+    walls, cpus, results = [], [], []
     for seed in range(3):
-        path = work / f"m{seed}.ptmodel"
-        torch.save(shared_state(seed, keep=0.05), path)
+        cpu = time.process_time()
         seconds, result = timed(measure, path, f"m{seed}", evaluator)
         assert not result.problem, result.problem
-        costs.append(seconds)
+        walls.append(seconds)
+        cpus.append(time.process_time() - cpu)
         results.append(result)
-    return prepare, sum(costs) / len(costs), results, evaluator
+    return prepare, sum(walls) / 3, sum(cpus) / 3, results, evaluator
 
 
 def merge_costs(work: Path, graded: Path, measured, evaluator, students: int, n: int = 64):
@@ -124,18 +142,18 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="scale-bench-"))
     try:
         print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores", flush=True)
-        grade_fixed, per_student, graded = grading_costs(work)
+        grade_fixed, per_student, cpu_per_student, graded = grading_costs(work)
         print(f"grading: {grade_fixed:.1f} s per shard (listing the tests, starting the judge), "
-              f"{per_student:.2f} s per student", flush=True)
-        board_fixed, per_model, measured, evaluator = leaderboard_costs(work)
+              f"{per_student:.2f} s per student ({cpu_per_student:.2f} s of CPU)", flush=True)
+        board_fixed, per_model, cpu_per_model, measured, evaluator = leaderboard_costs(work)
         print(f"leaderboard: {board_fixed:.1f} s per shard (loading 10,000 test images), "
-              f"{per_model:.2f} s per model", flush=True)
+              f"{per_model:.2f} s per model ({cpu_per_model:.2f} s of CPU)", flush=True)
         grade_merge, board_merge = merge_costs(work, graded, measured, evaluator, args.students)
         print(f"merge of {args.students:,} students: grades {grade_merge:.1f} s, leaderboard {board_merge:.1f} s")
         print(f"\nprojected wall time for {args.students:,} students (h:mm:ss; largest shard's students x cost "
-              "+ fixed + merge)")
-        print("| cores (shards) | largest shard | grading | leaderboard |")
-        print("|---:|---:|---:|---:|")
+              "+ fixed + merge; from the wall times measured here, and from the CPU times, as on free cores)")
+        print("| cores (shards) | largest shard | grading | grading (CPU) | leaderboard | leaderboard (CPU) |")
+        print("|---:|---:|---:|---:|---:|---:|")
         ids = [f"student{i:05d}" for i in range(args.students)]
         for n in (int(c) for c in args.cores.split(",")):
             sizes = [0] * n
@@ -144,7 +162,9 @@ def main() -> int:
             largest = max(sizes)
             print(f"| {n} | {largest} (mean {math.ceil(args.students / n)}) "
                   f"| {clock(grade_fixed + largest * per_student + grade_merge)} "
-                  f"| {clock(board_fixed + largest * per_model + board_merge)} |")
+                  f"| {clock(grade_fixed + largest * cpu_per_student + grade_merge)} "
+                  f"| {clock(board_fixed + largest * per_model + board_merge)} "
+                  f"| {clock(board_fixed + largest * cpu_per_model + board_merge)} |")
     finally:
         shutil.rmtree(work, ignore_errors=True)
         judge.shutdown()

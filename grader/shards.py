@@ -133,7 +133,7 @@ def collect(out: Path, kind: Optional[str] = None) -> Class:
             ok = False
         if not ok:
             _fail(out, f"the marker {FOLDER}/{path.name} is damaged or not a marker",
-                  f"Delete it and run that shard again with the same command.")
+                  "Delete it and run that shard again with the same command.")
         records.append(record)
     kinds = sorted({str(r["kind"]) for r in records})
     if len(kinds) > 1 or (kind and kinds != [kind]) or kinds[0] not in MERGERS:
