@@ -12,6 +12,7 @@ VERBS = {
     "leaderboard": ("grader.leaderboard", "measure every <student_id>.ptmodel safely, rank by compression rate, publish"),
     "demo": ("grader.demo", "build a small class from this repository, grade it and show its leaderboard (<10 min)"),
     "grade": ("grader.grade", "grade a folder of student submissions: grades.csv, feedback/, results/"),
+    "merge": ("grader.shards", "join the shards of a class graded or ranked with --shard K/N (docs/SCALE.md)"),
     "gradescope": ("grader.gradescope", "build the Gradescope autograder bundle (autograder.zip)"),
     "sensitivity": ("grader.sensitivity", "per-layer prune and bit-width scans of a model, with accuracy and bytes"),
     "export": ("grader.export", "write the final grades for a course site: plain CSV, Canvas or Moodle import"),

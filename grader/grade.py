@@ -16,7 +16,9 @@ they come:
     every test, its points and its message, for the student.
 ``OUT_DIR/grades.csv``
     ``student_id,prune,quantize,huffman,code_total,status,isolation``,
-    rebuilt from ``results/`` after every student.
+    rebuilt from ``results/`` at most every 30 s and, at the end, by the
+    same merge that joins the shards of a class graded on many machines
+    (``--shard K/N``, :mod:`grader.shards`).
 
 A run that is stopped and started again skips every student whose results
 were made from the same file (sha256) by the same grader version (the suites,
@@ -40,7 +42,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from grader import archives, box, homework, judge, resubmit, roster
+from grader import archives, box, homework, judge, resubmit, roster, shards
 from grader.files import write_atomic
 from grader.homework import Limits
 
@@ -51,6 +53,8 @@ CSV_FIELDS = ["student_id", *PARTS, "code_total", "status", "isolation"]
 VERSIONED = ("grader/suites", "grader/worker", "grader/box.py", "grader/judge.py", "grader/files.py",
              "grader/homework.py", "grader/reference.py")
 """What decides a score, besides the reference solutions and the limits (see ``grader_version``)."""
+GRADES_EVERY_S = 30.0
+"""During a whole-class run grades.csv is rebuilt at most this often (and at the end, by the merge)."""
 
 
 class GradingError(Exception):
@@ -345,11 +349,35 @@ def write_grades(out: Path) -> None:
 
 
 def save(out: Path, results: Results) -> None:
-    """Write one student's results and feedback, then the grade file."""
+    """Write one student's results and feedback (the class-wide grades.csv is the caller's)."""
     write_atomic(out / "feedback" / f"{results.student_id}.md", feedback(results))
     write_atomic(out / "results" / f"{results.student_id}.json",
                  json.dumps(results.to_gradescope(), indent=1, ensure_ascii=False) + "\n")
+
+
+def merge(out: Path) -> str:
+    """The class-wide files of a grading folder (grades.csv, roster-check.txt) from every shard's results, once
+    :func:`grader.shards.collect` has checked the shards; ``ShardError`` when a student's results are not what
+    its shard recorded."""
+    done = shards.collect(out, "grade")
+    for sid, facts in done.students.items():
+        try:
+            results = Results.read(out / "results" / f"{sid}.json")
+        except ValueError as why:
+            raise shards.ShardError(f"cannot merge {out}: shard {shards.shard_of(sid, done.n)}/{done.n} graded "
+                                    f"{sid} but {why}.\nRun that shard again with --only {sid} --force.") from None
+        if "sha256" in facts and (results.sha256 != facts["sha256"]
+                                  or results.grader_version not in (done.version, "")):
+            raise shards.ShardError(f"cannot merge {out}: results/{sid}.json is not what shard "
+                                    f"{shards.shard_of(sid, done.n)}/{done.n} graded (another file or grader "
+                                    f"version wrote it since).\nRun that shard again.")
     write_grades(out)
+    if done.settings.get("roster"):
+        check = roster.Check(*(sorted(s for extra in done.extras for s in extra.get(key, ()))
+                               for key in ("missing", "unknown", "kept")))
+        roster.report(out, check, Path(done.settings["roster"]), Path(done.settings["submissions"]))
+    return f"merged {done.n} shard(s) of {len(done.students)} students (grader version {done.version}): " \
+           f"{out / 'grades.csv'}"
 
 
 def already_graded(out: Path, student: str, digest: str, version: str) -> bool:
@@ -416,14 +444,18 @@ class Run:
 
 def grade(submissions: Path, out: Path, *, jobs: int = 1, only: Sequence[str] = (), force: bool = False,
           limits: Limits = Limits(), isolation: str = "auto", progress: bool = False,
-          preload: Optional[Sequence[str]] = None, roster_csv: Optional[Path] = None) -> Run:
+          preload: Optional[Sequence[str]] = None, roster_csv: Optional[Path] = None,
+          shard: Optional[shards.Shard] = None) -> Run:
     """Grade every submission in ``submissions`` into ``out`` (results/, feedback/, grades.csv) and return what
     was done. Students already graded from the same file by the same grader version are skipped unless
     ``force``; ``only`` restricts the run to those ids. Of ``<id>__<n>`` files only the newest is graded
     (``grader/resubmit.py``); with ``roster_csv``, roster students without a file get 0 points
-    (``grader/roster.py``). Raises ``GradingError`` when the run cannot start."""
+    (``grader/roster.py``). With ``shard=(K, N)`` only the students of shard K of N are graded and no class-wide
+    file is written (``grader/shards.py``). Raises ``GradingError`` when the run cannot start."""
     if jobs < 1:
         raise GradingError("jobs must be at least 1")
+    if shard is not None and not (isinstance(shard, tuple) and len(shard) == 2 and 0 <= shard[0] < shard[1]):
+        raise GradingError(f"shard must be (K, N) with 0 <= K < N, not {shard!r}")
     if not Path(submissions).is_dir():
         raise GradingError(f"{submissions} is not a folder")
     for folder in ("results", "feedback"):
@@ -433,16 +465,21 @@ def grade(submissions: Path, out: Path, *, jobs: int = 1, only: Sequence[str] = 
         students = roster.load(roster_csv) if roster_csv else None
     except roster.RosterError as error:
         raise GradingError(str(error)) from None
+    check = None
     try:
         run = Run(setup=make_setup(limits, isolation, preload))
+        shards.start(out, shard)  # only once the run can start: a refused run leaves the markers as they were
         found, ignored = find_submissions(submissions)
         found, older = resubmit.latest(found)
+        found = {sid: paths for sid, paths in found.items() if shards.belongs(sid, shard)}
         if students is not None:
-            roster.record(students, found, out, run.setup, roster_csv, submissions)
+            students = {sid: student for sid, student in students.items() if shards.belongs(sid, shard)}
+            check = roster.record(students, found, out, run.setup)
         if only:
             wanted = {homework.student_id(sid) for sid in only}
             found = {sid: paths for sid, paths in found.items() if sid in wanted}
-        print(f"{len(found)} submissions in {submissions}, {len(ignored)} other files skipped; "
+        part = f" (shard {shards.name(shard)})" if shard else ""
+        print(f"{len(found)} submissions{part} in {submissions}, {len(ignored)} other files skipped; "
               f"isolation: {box.describe(run.setup.isolation)}; grader version {run.setup.version}", file=sys.stderr)
         todo = {}
         for sid, paths in found.items():
@@ -450,17 +487,28 @@ def grade(submissions: Path, out: Path, *, jobs: int = 1, only: Sequence[str] = 
                 run.skipped += 1
             else:
                 todo[sid] = paths
-        _grade_all(todo, run, out, jobs, progress, older)
+        _grade_all(todo, run, out, jobs, progress, older, whole_class=shard is None)
     finally:
         judge.shutdown()
-    write_grades(out)
+    done = {sid: {"sha256": submission_hash(paths)} for sid, paths in found.items()}
+    settings = {"isolation": run.setup.isolation, "roster": None}
+    if check is not None:
+        done.update({sid: {"roster": roster.MISSING} for sid in check.missing})
+        settings.update(roster=str(roster_csv), submissions=str(submissions))
+    extra = {"missing": check.missing, "unknown": check.unknown, "kept": check.kept} if check else {}
+    shards.finish(out, "grade", shard, run.setup.version, settings, done, extra)
+    if shard is None:
+        merge(out)
     return run
 
 
 def _grade_all(todo: Dict[str, List[Path]], run: Run, out: Path, jobs: int, progress: bool,
-               older: Dict[str, List[Path]]) -> None:
-    """Grade ``todo`` with ``jobs`` threads (each drives a judge process), saving each student as it is done."""
+               older: Dict[str, List[Path]], whole_class: bool) -> None:
+    """Grade ``todo`` with ``jobs`` threads (each drives a judge process), saving each student as it is done
+    (and, for the whole class, grades.csv at most every ``GRADES_EVERY_S``: rebuilding it reads every results
+    file; a shard writes no class-wide file)."""
     from tqdm import tqdm
+    rebuilt = time.monotonic()
     bar = tqdm(total=len(todo) + run.skipped, initial=run.skipped, unit="student", desc="grading",
                disable=not progress, file=sys.stderr, dynamic_ncols=True)
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -469,6 +517,9 @@ def _grade_all(todo: Dict[str, List[Path]], run: Run, out: Path, jobs: int, prog
             for future in concurrent.futures.as_completed(futures):
                 results = resubmit.annotate(future.result(), older.get(futures[future], []), out)
                 save(out, results)
+                if whole_class and time.monotonic() - rebuilt >= GRADES_EVERY_S:
+                    write_grades(out)
+                    rebuilt = time.monotonic()
                 run.graded.append(results)
                 if results.status != "ok":
                     bar.write(f"{futures[future]}: {results.score:g} points, {results.status}", file=sys.stderr)
@@ -494,6 +545,7 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     parser.add_argument("--force", action="store_true", help="grade again students already graded")
     parser.add_argument("--roster", type=Path, help="CSV id,name[,lms_id]: who gets 0 for no submission (docs/TA.md)")
     add_limit_options(parser)
+    shards.add_option(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--preload", help=argparse.SUPPRESS)  # modules the judge server imports, comma-separated
     args = parser.parse_args(argv)
@@ -501,6 +553,10 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
         parser.error("--jobs must be at least 1")
     if not args.submissions.is_dir():
         parser.error(f"{args.submissions} is not a folder")
+    try:
+        args.shard = shards.parse(args.shard) if args.shard is not None else None
+    except shards.ShardError as error:
+        parser.error(str(error))
     return args
 
 
@@ -529,13 +585,15 @@ def main(argv: List[str]) -> int:
     try:
         run = grade(args.submissions, args.out, jobs=args.jobs, only=args.only or (), force=args.force,
                     limits=limits_of(args), isolation=args.isolation, progress=not args.no_progress, preload=preload,
-                    roster_csv=args.roster)
-    except GradingError as error:
+                    roster_csv=args.roster, shard=args.shard)
+    except (GradingError, shards.ShardError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted: what was graded is saved; run the same command again to go on", file=sys.stderr)
         return 130
+    where = f"shard {shards.name(args.shard)} done; `python -m grader merge {args.out}` once every shard is" \
+        if args.shard else args.out / "grades.csv"
     print(f"graded {len(run.graded)} submissions ({len(run.not_ok)} not ok), {run.skipped} already graded, "
-          f"in {time.monotonic() - started:.0f} s: {args.out / 'grades.csv'}")
+          f"in {time.monotonic() - started:.0f} s: {where}")
     return 0

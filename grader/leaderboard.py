@@ -10,7 +10,10 @@ Then gate, rank and tier (``grader.ranking``) and write the outputs
 (``grader.publish``). Each result is cached in ``OUT_DIR/cache/`` under the
 file's SHA-256, a hash of the measuring code and the evaluation settings, so a
 rerun measures only new or changed files, and a run killed midway keeps
-everything it finished. See docs/LEADERBOARD.md.
+everything it finished. With ``--shard K/N`` only shard K's students are
+measured and nothing is ranked; ``python -m grader merge OUT_DIR`` ranks and
+publishes once every shard is done, as a run without ``--shard`` does at its
+end (``grader.shards``). See docs/LEADERBOARD.md and docs/SCALE.md.
 """
 import argparse
 import contextlib
@@ -24,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
-from grader import resubmit
+from grader import resubmit, shards
 from grader.files import write_atomic
 from grader import homework
 from grader.ranking import original_bytes
@@ -55,17 +58,20 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def discover(folder: Path) -> Tuple[List[Submission], Dict[str, str]]:
-    """The ``*.ptmodel`` files of ``folder``, and the problem of each file that cannot be a submission.
+def discover(folder: Path, shard: Optional[shards.Shard] = None) -> Tuple[List[Submission], Dict[str, str]]:
+    """The ``*.ptmodel`` files of ``folder`` (of the students of ``shard`` only, when given), and the problem of
+    each file that cannot be a submission.
 
     Problems are keyed by a printable version of the name. Nothing is read from a file that is not a
-    regular file (a symlink, a FIFO) or is over the size limit.
+    regular file (a symlink, a FIFO) or is over the size limit, nor from another shard's files.
     """
     from grader.safeload import MAX_FILE_BYTES
     submissions: Dict[str, Submission] = {}
     rejected: Dict[str, str] = {}
     for path in sorted(p for p in folder.iterdir() if p.suffix.lower() == SUFFIX):
         student_id = homework.student_id(path.stem)
+        if not shards.belongs(resubmit.split(student_id)[0], shard):
+            continue
         if path.is_symlink() or not path.is_file():
             rejected[student_id] = f"invalid: {student_id}{SUFFIX} must be a regular file"
         elif student_id in submissions or student_id in rejected:
@@ -171,27 +177,72 @@ def read_grades(path: Path) -> Dict[str, Dict[str, str]]:
 
 def run(submissions_dir: Path, out_dir: Path, evaluator, gate: str = homework.GATE, grades: Optional[Path] = None,
         jobs: int = 1, timeout: float = DEFAULT_TIMEOUT, progress: bool = True, pseudonyms: bool = False,
-        pseudonym_key: Optional[Path] = None) -> List:
-    """Measure, rank and publish; return the leaderboard rows. ``evaluator`` is the accuracy seam."""
-    from grader import publish
+        pseudonym_key: Optional[Path] = None, shard: Optional[shards.Shard] = None) -> List:
+    """Measure, rank and publish; return the leaderboard rows. ``evaluator`` is the accuracy seam. With
+    ``shard=(K, N)``, measure shard K's students only, record them and return no rows (:func:`merge` ranks)."""
     from grader.measure import measure_key
+
+    shards.start(out_dir, shard)
+    submissions, rejected = discover(submissions_dir, shard)
+    submissions, rejected = resubmit.latest_models(submissions, rejected)  # alice__2.ptmodel replaces alice.ptmodel (docs/TA.md)
+    cache = ResultCache(out_dir / "cache", measure_key(evaluator))
+    results = measure_all(submissions, cache, evaluator, jobs=jobs, timeout=timeout, progress=progress)
+    done = {sid: {"rejected": problem} for sid, problem in rejected.items()}
+    for submission in submissions:  # a failure (crash, timeout) is not cached: it is tried again next run
+        measured = cache.get(submission) is not None
+        done[submission.student_id] = {"sha256": submission.sha256} if measured else \
+            {"failed": results[submission.student_id].problem}
+    settings = {"gate": str(gate), "grades": str(Path(grades).resolve()) if grades else None,
+                "pseudonyms": pseudonyms, "pseudonym_key": str(Path(pseudonym_key).resolve()) if pseudonym_key else None}
+    shards.finish(out_dir, "leaderboard", shard, cache.key, settings, done)
+    return [] if shard else publish_class(out_dir)
+
+
+def publish_class(out_dir: Path) -> List:
+    """Rank the whole class from every shard's measurements in ``out_dir`` and write every published file;
+    return the rows. ``ShardError`` when the shards do not fit together (:func:`grader.shards.collect`)."""
+    from grader import publish
+    from grader.measure import Measurement
     from grader.ranking import Entry, rank_entries
 
-    submissions, rejected = discover(submissions_dir)
-    submissions, rejected = resubmit.latest_models(submissions, rejected)  # alice__2.ptmodel replaces alice.ptmodel (docs/TA.md)
-    grade_rows = read_grades(grades) if grades else {}
-    results = measure_all(submissions, ResultCache(out_dir / "cache", measure_key(evaluator)), evaluator,
-                          jobs=jobs, timeout=timeout, progress=progress)
-    entries = [measurement.entry() for measurement in results.values()]
-    entries += [Entry(name, problem=problem) for name, problem in rejected.items()]
+    done = shards.collect(out_dir, "leaderboard")
+    settings = done.settings
+    cache = ResultCache(out_dir / "cache", done.version)
+    results, entries = {}, []
+    for sid, facts in sorted(done.students.items()):
+        if "sha256" in facts:
+            results[sid] = cache.get(Submission(sid, Path(sid), facts["sha256"]))
+            if results[sid] is None:
+                raise shards.ShardError(f"cannot merge {out_dir}: cache/{sid}.json does not hold the measurement "
+                                        f"shard {shards.shard_of(sid, done.n)}/{done.n} recorded.\n"
+                                        "Run that shard again with the same command.")
+        elif "failed" in facts:
+            results[sid] = Measurement(sid, problem=str(facts["failed"]))
+        else:
+            entries.append(Entry(sid, problem=str(facts["rejected"])))
+    try:
+        grade_rows = read_grades(Path(settings["grades"])) if settings["grades"] else {}
+    except (OSError, KeyError, ValueError) as error:
+        raise shards.ShardError(f"cannot merge {out_dir}: the grades file {settings['grades']} the shards were "
+                                f"given cannot be read ({error}).\nPut it back, or run the shards again with "
+                                "another --grades.") from None
+    entries += [measurement.entry() for measurement in results.values()]
     entries += [Entry(student_id, problem="missing: no .ptmodel submitted")
-                for student_id in grade_rows if student_id not in results]
-    rows = rank_entries(entries, gate)
-    publish.write_all(out_dir, rows, results, gate, grade_rows if grades else None)
-    if pseudonyms:  # the ranking once more under pseudonyms, in out_dir/public (grader/pseudonyms.py)
+                for student_id in grade_rows if student_id not in done.students]
+    rows = rank_entries(entries, settings["gate"])
+    publish.write_all(out_dir, rows, results, settings["gate"], grade_rows if settings["grades"] else None)
+    if settings["pseudonyms"]:  # the ranking once more under pseudonyms, in out_dir/public (grader/pseudonyms.py)
         from grader.pseudonyms import publish as publish_pseudonymous
-        publish_pseudonymous(out_dir, rows, gate, pseudonym_key)
+        key = settings["pseudonym_key"]
+        publish_pseudonymous(out_dir, rows, settings["gate"], Path(key) if key else None)
     return rows
+
+
+def merge(out_dir: Path) -> str:
+    """``python -m grader merge`` for a leaderboard folder: rank and publish; a line saying what was done."""
+    rows = publish_class(out_dir)
+    return f"{len(rows)} students, {sum(row.qualified for row in rows)} ranked: " \
+           f"{(out_dir / 'leaderboard.html').resolve()}"
 
 
 def main(argv: List[str]) -> int:
@@ -212,7 +263,12 @@ def main(argv: List[str]) -> int:
                         help="also write public/ (the ranking under stable pseudonyms) and private/pseudonyms.csv")
     parser.add_argument("--pseudonym-key", type=Path, help="the course's pseudonym key (created when absent; "
                         "default OUT/private/pseudonym.key)")
+    shards.add_option(parser)
     args = parser.parse_args(argv)
+    try:
+        shard = shards.parse(args.shard) if args.shard is not None else None
+    except shards.ShardError as error:
+        parser.error(str(error))
     try:
         float(args.gate)
     except ValueError:
@@ -237,9 +293,16 @@ def main(argv: List[str]) -> int:
     except util.DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    rows = run(args.submissions, args.out, CifarEvaluator(args.data_dir, args.test_images), args.gate,
-               args.grades, max(0, args.jobs), args.timeout, pseudonyms=args.pseudonyms,
-               pseudonym_key=args.pseudonym_key)
+    try:
+        rows = run(args.submissions, args.out, CifarEvaluator(args.data_dir, args.test_images), args.gate,
+                   args.grades, max(0, args.jobs), args.timeout, pseudonyms=args.pseudonyms,
+                   pseudonym_key=args.pseudonym_key, shard=shard)
+    except shards.ShardError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if shard:
+        print(f"shard {shards.name(shard)} measured; `python -m grader merge {args.out}` once every shard is")
+        return 0
     ranked = sum(row.qualified for row in rows)
     print(f"{len(rows)} students, {ranked} ranked (accuracy above {args.gate}%), "
           f"{sum(row.entry.problem != '' for row in rows)} without a usable model")

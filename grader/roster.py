@@ -14,10 +14,12 @@ columns are ignored; the header is matched without regard to case or spaces.
 * a file whose id is not in the roster is graded as usual and reported, so a
   typo in a file name is seen before grades are exported.
 
-The comparison is printed and written to ``OUT/roster-check.txt``.
+The comparison is printed and written to ``OUT/roster-check.txt`` (ids sorted), once for the whole
+class: by the grading run, or by ``python -m grader merge`` when the class was graded in shards.
 """
 import csv
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, Iterable, List, Mapping
@@ -133,17 +135,19 @@ def compare(students: Mapping[str, Student], found: Iterable[str], out: Path) ->
     return Check(missing, sorted(found - set(students)), [sid for sid in missing if _has_real_results(out, sid)])
 
 
-def record(students: Mapping[str, Student], found: Iterable[str], out: Path, setup: "Setup",
-           roster_path: Path, submissions: Path) -> Check:
-    """Write 0-point results for every missing student and the report; print the report; return the check."""
-    import sys
-
+def record(students: Mapping[str, Student], found: Iterable[str], out: Path, setup: "Setup") -> Check:
+    """Write 0-point results for every missing student; return the check (the report is class-wide:
+    :func:`report`, written when the class is merged)."""
     from grader import grade
     check = compare(students, found, out)
     for sid in check.missing:
         if sid not in check.kept:
             grade.save(out, grade._not_graded(sid, Path("(none)"), "", setup, MISSING))
-    report = check.text(roster_path, submissions)
-    write_atomic(out / "roster-check.txt", report)
-    print(report, end="", file=sys.stderr)
     return check
+
+
+def report(out: Path, check: Check, roster_path: Path, submissions: Path) -> None:
+    """Write ``out/roster-check.txt`` and print it."""
+    text = check.text(roster_path, submissions)
+    write_atomic(out / "roster-check.txt", text)
+    print(text, end="", file=sys.stderr)

@@ -9,8 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from grader import box, gradescope
+import torch
+
+from grader import box, gradescope, measure
 from tests.test_archives import make_zip, solution_files
+from tests.test_leaderboard import shared_state
+from tests.tinycifar import write_tiny_cifar
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -80,6 +84,8 @@ def test_run_autograder_grades_a_submission_like_gradescope(bundle, tmp_path):
         zf.extractall(root / "source")
     (root / "submission").mkdir()
     make_zip(root / "submission" / "108062345.zip", solution_files())  # an uploaded archive, as Gradescope keeps it
+    torch.save(shared_state(1, keep=0.01), root / "submission" / "108062345.ptmodel")
+    write_tiny_cifar(root / "data", n_train=5, n_test=30)
     (root / "submission_metadata.json").write_text(json.dumps({"users": [{"sid": "108062345", "name": "A"}]}))
     env = {"PATH": os.environ["PATH"], "AUTOGRADER_ROOT": str(root), "AUTOGRADER_PYTHON": sys.executable,
            "HOME": str(tmp_path)}
@@ -92,3 +98,64 @@ def test_run_autograder_grades_a_submission_like_gradescope(bundle, tmp_path):
     assert results["extra_data"]["student_id"] == "108062345" and results["extra_data"]["status"] == "ok"
     assert results["extra_data"]["isolation"] == box.strongest_level()[0]  # auto: the strongest box there
     assert {"name", "score", "max_score", "output", "visibility"} <= set(results["tests"][0])
+    measured = measure.measure(root / "submission" / "108062345.ptmodel", "s", measure.CifarEvaluator(root / "data"))
+    board = {item["name"]: item for item in results["leaderboard"]}  # Gradescope's format: name, value, order
+    assert list(board)[0] == "compression rate (x)" and board["compression rate (x)"]["order"] == "desc"
+    assert board["compression rate (x)"]["value"] == round(measured.entry().rate, 2) > 1
+    assert board["accuracy (%)"]["value"] == round(measured.entry().accuracy, 2)
+    assert board["compressed bytes"] == {"name": "compressed bytes", "value": measured.compressed_bytes,
+                                         "order": "asc"}
+    assert all(set(item) <= {"name", "value", "order"} for item in results["leaderboard"])
+
+
+def test_leaderboard_field_without_a_model_or_with_two(tmp_path):
+    assert gradescope.leaderboard_field(tmp_path, tmp_path) == []
+    (tmp_path / "a.ptmodel").write_bytes(b"x")
+    (tmp_path / "b.ptmodel").write_bytes(b"x")
+    board = {item["name"]: item["value"] for item in gradescope.leaderboard_field(tmp_path, tmp_path)}
+    assert board["compression rate (x)"] == 0 and "hand in one .ptmodel" in board[f"above the 58.00% gate"]
+
+
+# --------------------------------------------------------------------------- Gradescope's base images
+
+
+def test_every_base_image_has_pins_and_setup_refuses_other_pythons(bundle, tmp_path):
+    with zipfile.ZipFile(bundle) as zf:
+        zf.extractall(tmp_path / "source")
+    for image, python in gradescope.IMAGES.items():
+        lines = (tmp_path / "source" / "requirements" / f"py{python}.txt").read_text().splitlines()
+        names = [line.split("==")[0] for line in lines if "==" in line]
+        assert names == list(gradescope.PINNED), image
+    assert gradescope.pins("3.10")["numpy"] != gradescope.pins()["numpy"]  # numpy 2.4 has no Python 3.10 wheel
+    fake = tmp_path / "bin"  # an image whose python3 is 3.8 (Ubuntu 20.04): apt-get does nothing here
+    fake.mkdir()
+    (fake / "apt-get").write_text("#!/bin/sh\nexit 0\n")
+    (fake / "python3").write_text("#!/bin/sh\necho 3.8\n")
+    for tool in ("apt-get", "python3"):
+        (fake / tool).chmod(0o755)
+    script = (tmp_path / "source" / "setup.sh").read_text().replace("/autograder/source", str(tmp_path / "source"))
+    done = subprocess.run(["bash", "-c", script], env={"PATH": f"{fake}:/usr/bin:/bin"}, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 1 and "python3 is 3.8" in done.stderr and "Ubuntu 22.04 or Ubuntu 24.04" in done.stderr
+
+
+def pypi_reachable() -> bool:
+    import socket
+    try:
+        socket.create_connection(("pypi.org", 443), timeout=3).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.network
+@pytest.mark.skipif(not pypi_reachable(), reason="needs PyPI (network)")
+def test_every_pin_has_a_wheel_for_each_image_python(tmp_path):
+    """pip resolves each pin as a manylinux wheel for each image's Python (metadata only: --dry-run, no download)."""
+    resolving = {python: subprocess.Popen(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--only-binary=:all:", "--quiet",
+         "--python-version", python, "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux2014_x86_64",
+         "--target", str(tmp_path / python), *(f"{name}=={version}" for name, version in gradescope.pins(python).items())],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for python in sorted(gradescope.PINS_BY_PYTHON)}
+    failed = {python: run.communicate(timeout=300)[1][-1500:] for python, run in resolving.items()}
+    assert {python: error for python, error in failed.items() if resolving[python].returncode} == {}

@@ -60,12 +60,12 @@ def test_a_late_file_replaces_a_missing_record_and_earlier_grades_are_kept(tmp_p
     students = {sid: roster.Student(sid, "Kim")}
     setup = grade.Setup(tests=({"name": "t", "part": "prune", "todo": "x", "max_score": 90.0},), version="v")
     out = tmp_path / "out"
-    check = roster.record(students, [], out, setup, Path("r.csv"), tmp_path)
+    check = roster.record(students, [], out, setup)
     assert check.missing == [sid] and check.kept == [] and results_of(out, sid)["extra_data"]["status"] == roster.MISSING
     graded = grade.Results(sid, "kim.zip", "abc", setup.version, "ok", "", (grade._test(setup.tests[0], 90.0, ""),))
     grade.save(out, resubmit.annotate(graded, [], out))
     assert "Regraded: this replaces the earlier grade of 0/90" in (out / "feedback" / f"{sid}.md").read_text()
-    check = roster.record(students, [], out, setup, Path("r.csv"), tmp_path)  # the file is gone: keep its grade
+    check = roster.record(students, [], out, setup)  # the file is gone: keep its grade
     assert check.kept == [sid] and results_of(out, sid)["score"] == 90.0
 
 
