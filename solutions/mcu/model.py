@@ -83,6 +83,7 @@ class TinyNet(nn.Module):
         for name in ("weight", "bias", "running_mean", "running_var"):
             getattr(norm, name).data.copy_(getattr(old, name)[keep])
         norm.num_batches_tracked.copy_(old.num_batches_tracked)
+        norm.train(old.training)
         self.norms[index] = norm
         if index + 1 < len(self.convs):
             self.convs[index + 1] = _conv_like(self.convs[index + 1], self.convs[index + 1].weight[:, keep])
