@@ -48,4 +48,5 @@ def fit_to_budget(model: TinyNet, board: Board) -> List[Tuple[str, int]]:
     #       2. channel = the index of the smallest value of `model.channel_importance(index)`
     #          (the first one on ties: `int(torch.argmin(...))`);
     #       3. model.remove_channel(index, channel) and append (f"conv{index + 1}", channel) to `removed`.
+    pass
     return removed

@@ -49,12 +49,12 @@ def fit_to_budget(model: TinyNet, board: Board) -> List[Tuple[str, int]]:
     #          (the first one on ties: `int(torch.argmin(...))`);
     #       3. model.remove_channel(index, channel) and append (f"conv{index + 1}", channel) to `removed`.
     # BEGIN SOLUTION
-    while True:
-        index = conv_to_shrink(model, board)
-        if index < 0:
-            return removed
+    index = conv_to_shrink(model, board)
+    while index >= 0:
         channel = int(model.channel_importance(index).argmin())
         model.remove_channel(index, channel)
         removed.append((f"conv{index + 1}", channel))
+        index = conv_to_shrink(model, board)
     # END SOLUTION
-    # STUB: return removed
+    # STUB: pass
+    return removed
