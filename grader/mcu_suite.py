@@ -33,7 +33,8 @@ from grader.variants import Bug
 REPO = Path(__file__).resolve().parent.parent
 REFERENCE = REPO / "solutions"
 PROVIDED = ("mcu/__init__.py", "mcu/facts.py", "mcu/model.py")
-TIMEOUT_S = 60.0
+TIMEOUT_S = 180.0
+"""Seconds one worker may take for all the checks of a submission (about 3 s of CPU; generous for loaded machines)."""
 POINTS = {todo.where: todo.points for todo in TODOS}
 SEED = 2024
 
@@ -82,7 +83,7 @@ def ask_many(jobs: Sequence[Tuple[Path, Sequence[dict], Dict[str, np.ndarray]]])
             done = subprocess.run(command, cwd=REPO, capture_output=True, timeout=TIMEOUT_S * len(jobs))
             failure = None if done.returncode == 0 else f"the process running your code exited with {done.returncode}"
         except subprocess.TimeoutExpired:
-            failure = f"stopped after {TIMEOUT_S:g} seconds; these checks take a second, so your code is probably stuck"
+            failure = f"stopped after {TIMEOUT_S * len(jobs):g} seconds; these checks take seconds, so your code is probably stuck"
         return [_read(Path(exchange) / str(number), len(requests), failure)
                 for number, (_, requests, _) in enumerate(jobs)]
 
