@@ -1,0 +1,1 @@
+../../grader/mcu_facts.py
