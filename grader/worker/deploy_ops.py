@@ -64,13 +64,6 @@ def remove_channels(request: dict, arrays: Arrays) -> Answer:
     return {}, state(model)
 
 
-def prune_channels(request: dict, arrays: Arrays) -> Answer:
-    model = _model(arrays)
-    left = call(load("deploy.channels").prune_channels, model, request["keep"], request["norm"])
-    return {"returned": plain(left) if not isinstance(left, dict) else {str(k): plain(v) for k, v in left.items()}}, \
-        state(model)
-
-
 def schedule(request: dict, arrays: Arrays) -> Answer:
     function = getattr(load("deploy.channels"), request["name"], None)
     if function is None:
@@ -231,6 +224,6 @@ def agreement(request: dict, arrays: Arrays) -> Answer:
 
 
 OPERATIONS = {f"deploy_{function.__name__}": function for function in (
-    filter_scores, channels_to_keep, flattened_features, remove_channels, prune_channels, schedule,
+    filter_scores, channels_to_keep, flattened_features, remove_channels, schedule,
     truncated_svd, rank_for_energy, factorize_conv, distillation_loss, calibrate, quantize_static,
     quantize_linears, export_onnx, batch_reader, quantize_onnx, agreement)}
