@@ -45,8 +45,9 @@ def use_backend(backend: str) -> None:
 def prepare_static(model: nn.Module, example: torch.Tensor, backend: str) -> nn.Module:
     """A copy of ``model`` (in eval mode) with observers that record activation ranges: run data through it next.
 
-    Weights are observed per output channel (symmetric INT8), activations per
-    tensor (UINT8), which is the default of every backend here.
+    Activations get one scale per tensor (UINT8); weights (INT8) one scale per
+    output channel with x86 and fbgemm, one per tensor with qnnpack: each
+    backend's default.
     """
     from torch.ao.quantization import get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import prepare_fx
