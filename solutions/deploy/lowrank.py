@@ -106,8 +106,8 @@ def factorize_conv(layer: nn.Conv2d, rank: Rank) -> nn.Sequential:
     second = nn.Conv2d(r, out, 1, bias=layer.bias is not None)
     first.weight.data = right.reshape(r, channels, height, width).contiguous()
     second.weight.data = left.reshape(out, r, 1, 1).contiguous()
-    if layer.bias is not None:
-        second.bias.data = layer.bias.detach().clone()
+    if second.bias is not None:
+        second.bias.data.copy_(layer.bias.detach())
     return nn.Sequential(first, second).to(layer.weight.device)
     # END SOLUTION
     # STUB: raise NotImplementedError("TODO deploy/lowrank.py: factorize_conv")
