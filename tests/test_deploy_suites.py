@@ -8,6 +8,7 @@ buggy variant of grader/variants.py (it must lose points on its own TODO);
 about five minutes on 2 cores, so CI runs it with --run-slow.
 """
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -92,3 +93,9 @@ def test_reference_full_skeleton_zero_every_variant_loses(tmp_path):
     kept = [name for name, tests in results.items()
             if all(t["score"] == t["max_score"] for t in tests if t["todo"] == variants.bug(name).todo)]
     assert kept == [], f"variants that lose no points on their TODO: {kept}"
+
+
+def test_the_guide_lists_every_variant_with_its_part():
+    guide = (REPO / "docs" / "DEPLOY.md").read_text().split("## Buggy variants")[1]
+    rows = re.findall(r"^\| `(\w+)` \| (\w+) \|", guide, re.MULTILINE)
+    assert sorted(rows) == sorted((name, variants.bug(name).part) for name in variants.deploy_names())
