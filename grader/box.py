@@ -47,7 +47,7 @@ START_TIMEOUT = 120.0
 """Seconds the worker may take to import torch and say it is ready."""
 PRELOADED_MB = 1024
 """Memory the worker's preloaded libraries take, added to ``Limits.memory_mb`` for the whole box's cgroup."""
-WORKER_FILES = ("__init__.py", "models.py", "ops.py", "protocol.py", "serve.py")
+WORKER_FILES = ("__init__.py", "models.py", "ops.py", "deploy_ops.py", "protocol.py", "serve.py")
 NAMESPACE_NAMES = ("mnt", "ipc", "uts", "net", "pid", "user")
 """The box's namespaces a cell joins, in ``grader/worker/cell.py``'s order."""
 PYTHON_FLAGS = ("-B", "-s")

@@ -181,17 +181,136 @@ BUGS: Tuple[Bug, ...] = (
 )
 
 
+# --------------------------------------------------------------------------- Part 2 (deploy/)
+
+SCORES = "deploy/channels.py: filter_scores"
+KEEP = "deploy/channels.py: channels_to_keep"
+FLATTEN = "deploy/channels.py: flattened_features"
+REMOVE = "deploy/channels.py: remove_channels"
+SCHEDULES = "deploy/channels.py: schedules"
+SVD = "deploy/lowrank.py: truncated_svd"
+ENERGY = "deploy/lowrank.py: rank_for_energy"
+FACTOR_CONV = "deploy/lowrank.py: factorize_conv"
+KD = "deploy/distill.py: distillation_loss"
+CALIBRATE = "deploy/int8.py: calibrate"
+STATIC = "deploy/int8.py: quantize_static"
+DYNAMIC = "deploy/int8.py: quantize_linears"
+EXPORT = "deploy/onnx_int8.py: export_onnx"
+READER = "deploy/onnx_int8.py: BatchReader.get_next"
+ORT_INT8 = "deploy/onnx_int8.py: quantize_onnx"
+AGREEMENT = "deploy/onnx_int8.py: agreement"
+
+DEPLOY_BUGS: Tuple[Bug, ...] = (
+    Bug("l2_without_sqrt", "channels", SCORES,
+        "the L2 score is the sum of squares, without the square root.",
+        [("    return rows.abs().sum(dim=1) if norm == \"l1\" else rows.pow(2).sum(dim=1).sqrt()\n",
+          "    return rows.abs().sum(dim=1) if norm == \"l1\" else rows.pow(2).sum(dim=1)\n")]),
+    Bug("keep_smallest_channels", "channels", KEEP,
+        "channels_to_keep keeps the channels with the smallest scores.",
+        [("    order = torch.sort(scores, descending=True, stable=True).indices[:count]\n",
+          "    order = torch.sort(scores, descending=False, stable=True).indices[:count]\n")]),
+    Bug("kept_channels_unsorted", "channels", KEEP,
+        "channels_to_keep returns the kept indices by score, not in increasing order.",
+        [("    return torch.sort(order).values\n", "    return order\n")]),
+    Bug("flatten_position_major", "channels", FLATTEN,
+        "a wrong flatten index map behind conv5: features listed position by position instead of channel by channel.",
+        [("    return (channels[:, None] * side_area + torch.arange(side_area)).reshape(-1)\n",
+          "    return (channels[None, :] * side_area + torch.arange(side_area)[:, None]).reshape(-1)\n")]),
+    Bug("consumer_not_repaired", "channels", REMOVE,
+        "remove_channels shrinks the layer but leaves its consumer reading the old number of channels.",
+        [("    outputs = torch.arange(consumer.weight.shape[0])\n"
+          "    if isinstance(consumer, nn.Conv2d):\n"
+          "        setattr(model, consumer_name, smaller_conv(consumer, outputs, keep_index))\n"
+          "    elif isinstance(layer, nn.Conv2d):\n"
+          "        side_area = consumer.in_features // layer.out_channels\n"
+          "        setattr(model, consumer_name, smaller_linear(consumer, outputs, flattened_features(keep_index, side_area)))\n"
+          "    else:\n"
+          "        setattr(model, consumer_name, smaller_linear(consumer, outputs, keep_index))\n", "")]),
+    Bug("fc1_inputs_as_channels", "channels", REMOVE,
+        "behind the flatten, fc1 keeps the input columns numbered like the kept channels, not their features.",
+        [("        setattr(model, consumer_name, smaller_linear(consumer, outputs, flattened_features(keep_index, side_area)))\n",
+          "        setattr(model, consumer_name, smaller_linear(consumer, outputs, keep_index))\n")]),
+    Bug("cubic_inside_out", "channels", SCHEDULES,
+        "the cubic schedule computes 1 - t**3 instead of (1 - t)**3.",
+        [("    return final + (1.0 - final) * (1.0 - t) ** 3\n", "    return final + (1.0 - final) * (1.0 - t ** 3)\n")]),
+    Bug("svd_of_transposed", "lowrank", SVD,
+        "the SVD is taken of the transposed matrix and its factors used as if it were not.",
+        [("    U, s, Vh = torch.linalg.svd(matrix, full_matrices=False)\n",
+          "    U, s, Vh = torch.linalg.svd(matrix.T, full_matrices=False)\n")]),
+    Bug("svd_smallest_kept", "lowrank", SVD,
+        "the wrong singular vectors are kept: those of the smallest singular values.",
+        [("    root = s[:rank].sqrt()\n"
+          "    return U[:, :rank] * root, root[:, None] * Vh[:rank]\n",
+          "    root = s[-rank:].sqrt()\n"
+          "    return U[:, -rank:] * root, root[:, None] * Vh[-rank:]\n")]),
+    Bug("svd_columns_of_vh", "lowrank", SVD,
+        "the right factor takes columns of Vh instead of its rows.",
+        [("    return U[:, :rank] * root, root[:, None] * Vh[:rank]\n",
+          "    return U[:, :rank] * root, root[:, None] * Vh[:, :rank].T\n")]),
+    Bug("energy_of_values", "lowrank", ENERGY,
+        "the energy is counted with the singular values instead of their squares.",
+        [("    squares = singular_values.double() ** 2\n", "    squares = singular_values.double()\n")]),
+    Bug("conv_filters_as_columns", "lowrank", FACTOR_CONV,
+        "factorize_conv views the weight as (in * k * k, out) and transposes it: the filters' entries are mixed up.",
+        [("    matrix = layer.weight.detach().reshape(out, channels * height * width)\n",
+          "    matrix = layer.weight.detach().reshape(channels * height * width, out).T\n")]),
+    Bug("kd_temperature_not_squared", "distill", KD,
+        "the soft term is not multiplied by T**2.",
+        [("    return alpha * soft * temperature ** 2 + (1.0 - alpha) * hard\n",
+          "    return alpha * soft + (1.0 - alpha) * hard\n")]),
+    Bug("kd_mean_reduction", "distill", KD,
+        "the KL divergence is averaged over classes too (reduction='mean' instead of 'batchmean').",
+        [('reduction="batchmean")\n', 'reduction="mean")\n')]),
+    Bug("kd_teacher_not_softened", "distill", KD,
+        "the teacher's probabilities are taken at temperature 1.",
+        [("    teacher = F.softmax(teacher_logits.detach() / temperature, dim=1)\n",
+          "    teacher = F.softmax(teacher_logits.detach(), dim=1)\n")]),
+    Bug("calibrate_first_batch_only", "int8", CALIBRATE,
+        "calibrate stops after the first batch.",
+        [("        prepared(images)\n        count += 1\n", "        prepared(images)\n        count += 1\n        break\n")]),
+    Bug("calibration_never_run", "int8", STATIC,
+        "quantize_static converts the observed model without running the calibration batches.",
+        [("    calibrate(prepared, batches)\n", "")]),
+    Bug("dynamic_float16", "int8", DYNAMIC,
+        "quantize_linears asks for float16 weights instead of INT8.",
+        [("    return legacy_quant.quantize_dynamic(model, (nn.Linear,), torch.qint8)\n",
+          "    return legacy_quant.quantize_dynamic(model, (nn.Linear,), torch.float16)\n")]),
+    Bug("export_fixed_batch", "onnx", EXPORT,
+        "export_onnx fixes the batch size to the example's.",
+        [("                      dynamic_shapes=({0: torch.export.Dim(\"batch\")},), verbose=False)\n",
+          "                      verbose=False)\n")]),
+    Bug("reader_skips_first", "onnx", READER,
+        "get_next moves on before reading, so it hands out batches 2, 3, 1 and never the first one first.",
+        [("        return {self.input_name: self.batches[self.position - 1]}\n",
+          "        return {self.input_name: self.batches[self.position % len(self.batches)]}\n")]),
+    Bug("onnx_per_tensor", "onnx", ORT_INT8,
+        "quantize_onnx asks for one scale per tensor where per-channel was asked.",
+        [("    quantize_static(str(float_path), str(int8_path), reader, quant_format=QuantFormat.QDQ, per_channel=True,\n",
+          "    quantize_static(str(float_path), str(int8_path), reader, quant_format=QuantFormat.QDQ, per_channel=False,\n")]),
+    Bug("agreement_mean_diff", "onnx", AGREEMENT,
+        "agreement reports the mean absolute logit difference instead of the largest.",
+        [('"max_abs_diff": float((reference - logits).abs().max().item())}\n',
+          '"max_abs_diff": float((reference - logits).abs().mean().item())}\n')]),
+)
+"""Part 2's variants; ``bug``, ``variant_files`` and ``apply`` find them by name like Part 1's."""
+
+
 def names() -> List[str]:
     """The names of all the variants, in the order of ``BUGS`` (by part, then by TODO)."""
     return [entry.name for entry in BUGS]
 
 
+def deploy_names() -> List[str]:
+    """The names of Part 2's variants, in the order of ``DEPLOY_BUGS``."""
+    return [entry.name for entry in DEPLOY_BUGS]
+
+
 def bug(name: str) -> Bug:
-    """The variant called ``name``; a ``KeyError`` lists the known names."""
-    for candidate in BUGS:
+    """The variant called ``name`` (of either part); a ``KeyError`` lists the known names."""
+    for candidate in BUGS + DEPLOY_BUGS:
         if candidate.name == name:
             return candidate
-    raise KeyError(f"no buggy variant {name!r}; the variants are {', '.join(names())}")
+    raise KeyError(f"no buggy variant {name!r}; the variants are {', '.join(names() + deploy_names())}")
 
 
 def plant(planted: Bug, text: str) -> str:
@@ -224,3 +343,4 @@ def apply(name: str, folder: Path, solutions: Path = SOLUTIONS) -> None:
         target = Path(folder) / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
+

@@ -28,19 +28,23 @@ import pytest
 
 from grader.homework import OUTPUT_CHARACTERS, Limits
 from grader.files import write_atomic
-from grader.homework import PART_POINTS
+from grader.homework import DEPLOY_PART_POINTS, PART_POINTS
 from grader.suites import DEFAULT_VISIBILITY, REPO, SUITES_DIR, VISIBILITIES
 from grader.suites.submission import assemble
 
 JUDGE_GRACE = 120.0
 """pytest-timeout's limit per test, beyond the box's own: only a fault of the judge itself can reach it."""
 AUTOLOAD = "PYTEST_DISABLE_PLUGIN_AUTOLOAD"
+DEPLOY_SUITES = SUITES_DIR / "deploy"
+HOMEWORKS = {"compression": PART_POINTS, "deploy": DEPLOY_PART_POINTS}
+"""The suites of each homework and the points of its parts: Part 1 (compression, the suites of this folder)
+and Part 2 (deploy, the suites of ``deploy/``)."""
 
 
 def test_info(item) -> dict:
     """The listed fields of a collected test, from its ``part`` and ``points`` markers."""
     part, points = item.get_closest_marker("part"), item.get_closest_marker("points")
-    if part is None or points is None or part.args[0] not in PART_POINTS:
+    if part is None or points is None or part.args[0] not in {**PART_POINTS, **DEPLOY_PART_POINTS}:
         raise ValueError(f"{item.nodeid}: every suite test needs a valid part and a points marker")
     max_score = float(points.args[0])
     if not math.isfinite(max_score) or max_score <= 0:
@@ -55,12 +59,12 @@ def truncate(text: str, limit: int = OUTPUT_CHARACTERS) -> str:
 class Selection:
     """pytest plugin: keeps the tests of one part (all when ``part`` is None), ordered as ``PART_POINTS``."""
 
-    def __init__(self, part: Optional[str]) -> None:
-        self.part = part
+    def __init__(self, part: Optional[str], homework: str = "compression") -> None:
+        self.part, self.homework = part, homework
         self.items: list = []
 
     def pytest_collection_modifyitems(self, config, items) -> None:
-        order = list(PART_POINTS)
+        order = list(HOMEWORKS[self.homework])
         keep = sorted((item for item in items if self.part is None or test_info(item)["part"] == self.part),
                       key=lambda item: order.index(test_info(item)["part"]))
         dropped = [item for item in items if item not in keep]
@@ -73,8 +77,8 @@ class Selection:
 class Recorder(Selection):
     """pytest plugin: scores every test from pytest's own report of it. A test passes when its body returned."""
 
-    def __init__(self, part: Optional[str]) -> None:
-        super().__init__(part)
+    def __init__(self, part: Optional[str], homework: str = "compression") -> None:
+        super().__init__(part, homework)
         self.tests: List[dict] = []
         self.passed, self.failure, self.printed = False, None, ""
 
@@ -122,6 +126,11 @@ class Recorder(Selection):
         return report
 
 
+def suite_paths(homework: str) -> List[str]:
+    """pytest's paths for the suites of ``homework`` (Part 1's leave Part 2's folder out)."""
+    return [str(DEPLOY_SUITES)] if homework == "deploy" else [str(SUITES_DIR), f"--ignore={DEPLOY_SUITES}"]
+
+
 def run_pytest(arguments: List[str], plugin: Selection) -> Tuple[int, str]:
     """Run the suites in this process with ``plugin``; return pytest's exit code and its own report."""
     report = io.StringIO()
@@ -129,7 +138,7 @@ def run_pytest(arguments: List[str], plugin: Selection) -> Tuple[int, str]:
     os.environ[AUTOLOAD] = "1"  # only the plugins named here, whatever else is installed
     sys.stdout = report
     try:
-        code = pytest.main([str(SUITES_DIR), "-c", str(SUITES_DIR / "pytest.ini"), "--rootdir", str(SUITES_DIR),
+        code = pytest.main([*suite_paths(plugin.homework), "-c", str(SUITES_DIR / "pytest.ini"), "--rootdir", str(SUITES_DIR),
                             "-p", "pytest_timeout", "--capture=no", "-q", *arguments], plugins=[plugin])
     finally:
         sys.stdout = saved_stdout
@@ -140,9 +149,9 @@ def run_pytest(arguments: List[str], plugin: Selection) -> Tuple[int, str]:
     return int(code), report.getvalue()
 
 
-def list_tests(part: Optional[str] = None) -> List[dict]:
-    """The tests of ``part`` (all parts when None), as ``--list`` prints them; raises ``RuntimeError``."""
-    selection = Selection(part)
+def list_tests(part: Optional[str] = None, homework: str = "compression") -> List[dict]:
+    """The tests of ``part`` (all parts of ``homework`` when None), as ``--list`` prints them; raises ``RuntimeError``."""
+    selection = Selection(part, homework)
     code, report = run_pytest(["--collect-only"], selection)
     if code != 0 or not selection.items:
         raise RuntimeError(f"the suites could not be collected (pytest exit code {code}):\n{report}")
@@ -150,12 +159,12 @@ def list_tests(part: Optional[str] = None) -> List[dict]:
 
 
 def judge(submission: Path, part: Optional[str], limits: Limits, level: str,
-          reference: Path = REPO / "solutions") -> List[dict]:
-    """Score every test of ``part`` (all when None) on the submission folder; raises ``RuntimeError``."""
-    recorder = Recorder(part)
+          reference: Path = REPO / "solutions", homework: str = "compression") -> List[dict]:
+    """Score every test of ``part`` (all of ``homework`` when None) on the submission folder; raises ``RuntimeError``."""
+    recorder = Recorder(part, homework)
     with tempfile.TemporaryDirectory(prefix="grader-judge-") as temp:
         work = Path(temp) / "submission"
-        assemble(submission, reference, work)
+        assemble(submission, reference, work, homework)
         code, report = run_pytest(["--submission", str(work), "--reference", str(reference),
                                    "--isolation", level, "--limits", json.dumps(asdict(limits)),
                                    "--basetemp", str(Path(temp) / "pytest"),
@@ -172,7 +181,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("submission", nargs="?", type=Path, help="folder holding net/ and pruning.py")
     parser.add_argument("results", nargs="?", type=Path, help="JSON file the results are written to")
     parser.add_argument("--list", action="store_true", help="print the tests as JSON and exit")
-    parser.add_argument("--part", choices=sorted(PART_POINTS), help="run only the tests of this part")
+    parser.add_argument("--homework", choices=sorted(HOMEWORKS), default="compression",
+                        help="which suites: Part 1 (compression, the default) or Part 2 (deploy)")
+    parser.add_argument("--part", choices=sorted({**PART_POINTS, **DEPLOY_PART_POINTS}),
+                        help="run only the tests of this part (of the chosen homework)")
     parser.add_argument("--timeout", type=float, default=Limits.test_timeout_s, help="seconds allowed per test")
     parser.add_argument("--isolation", choices=("bwrap", "basic"), default="bwrap",
                         help="the student's box: bubblewrap (default) or basic (no sandbox)")
@@ -181,7 +193,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.list:
-            print(json.dumps(list_tests(args.part), indent=1))
+            print(json.dumps(list_tests(args.part, args.homework), indent=1))
             return 0
         if args.submission is None or args.results is None:
             parser.error("give SUBMISSION_DIR and RESULTS_JSON, or --list")
@@ -189,7 +201,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"error: {args.submission} is not a folder", file=sys.stderr)
             return 2
         tests = judge(args.submission.resolve(), args.part, Limits(test_timeout_s=args.timeout), args.isolation,
-                      args.reference.resolve())
+                      args.reference.resolve(), args.homework)
     except RuntimeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 3

@@ -150,6 +150,13 @@ class Student:
         _, data = self.ask({"op": "decode_model"}, {**arrays_of(model, "weight:"), **file_arrays(files)}, context)
         return tensors(data)
 
+    # ------------------------------------------------------------------ Part 2: deploy/
+
+    def deploy(self, op: str, arrays: Optional[Arrays] = None, context: str = "", **fields) -> Tuple[dict, Arrays]:
+        """``(answer, arrays)`` of the Part 2 operation ``deploy_<op>`` of ``grader/worker/deploy_ops.py``
+        (each calls one function of the student's ``deploy/`` and answers with what it computed)."""
+        return self.ask({"op": f"deploy_{op}", **fields}, arrays or {}, context)
+
     # ------------------------------------------------------------------ helpers
 
     @staticmethod

@@ -11,25 +11,30 @@ import shutil
 from pathlib import Path
 from typing import List
 
-from grader.homework import PROVIDED_FILES, STUDENT_FILES
+from grader.homework import DEPLOY_PROVIDED_FILES, DEPLOY_STUDENT_FILES, PROVIDED_FILES, STUDENT_FILES
+
+FILES = {"compression": (STUDENT_FILES, PROVIDED_FILES),
+         "deploy": (DEPLOY_STUDENT_FILES, PROVIDED_FILES + DEPLOY_PROVIDED_FILES)}
+"""``(student files, provided files)`` of each homework: Part 1 (compression) and Part 2 (deploy)."""
 
 REFERENCE_FILES = PROVIDED_FILES + ("net/quantization.py", "net/huffmancoding.py")
 """What the reference folder must hold: the provided files and the two modules the suites compare with."""
 
 
-def assemble(submission: Path, reference: Path, work: Path) -> List[str]:
-    """Copy the student's files and the provided ones into ``work``; return the student files missing.
+def assemble(submission: Path, reference: Path, work: Path, homework: str = "compression") -> List[str]:
+    """Copy the student's files and the provided ones of ``homework`` into ``work``; return the student files missing.
 
     A symbolic link counts as missing: a submission holds plain files.
     """
+    student_files, provided_files = FILES[homework]
     missing = []
-    for relative in STUDENT_FILES:
+    for relative in student_files:
         source = Path(submission) / relative
         if source.is_file() and not source.is_symlink():
             copy(source, work / relative)
         else:
             missing.append(relative)
-    for relative in PROVIDED_FILES:
+    for relative in provided_files:
         copy(Path(reference) / relative, work / relative)
     return missing
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from grader.homework import PARTS, STUDENT_FILES
+from grader.homework import DEPLOY_PARTS, DEPLOY_STUDENT_FILES, PARTS, STUDENT_FILES
 from grader.worker.models import SGD, ConvAndFc, correct_prune, load_weights, small_alexnet
 
 Arrays = Dict[str, np.ndarray]
@@ -48,10 +48,12 @@ def describe_exception(error: BaseException) -> str:
 
 def missing_file(relative: str) -> str:
     """What a student reads when a test needs a file they did not hand in."""
-    todos = [todo.split(": ", 1)[1] for part in PARTS for todo in part.todos if todo.startswith(relative + ":")]
+    deploy = relative in DEPLOY_STUDENT_FILES
+    todos = [todo.split(": ", 1)[1] for part in (DEPLOY_PARTS if deploy else PARTS) for todo in part.todos
+             if todo.startswith(relative + ":")]
     holds = f" (it holds the TODOs {', '.join(todos)})" if todos else ""
     return (f"{relative} is missing from your submission{holds}: hand it in with the rest "
-            f"({', '.join(STUDENT_FILES)}) to get these points")
+            f"({', '.join(DEPLOY_STUDENT_FILES if deploy else STUDENT_FILES)}) to get these points")
 
 
 def load(dotted: str):
@@ -240,6 +242,15 @@ def decode_model(request: dict, arrays: Arrays) -> Answer:
 OPERATIONS = {function.__name__: function for function in (
     prune, constant, zero_pruned_gradients, zero_pruned_weights, train, share_weights,
     encode_conv, decode_conv, encode_model, decode_model)}
+"""Part 1's operations; Part 2's (``deploy_ops.py``) are added below."""
+
+
+def _add_deploy_operations() -> None:
+    from grader.worker import deploy_ops
+    OPERATIONS.update(deploy_ops.OPERATIONS)
+
+
+_add_deploy_operations()
 
 
 def answer(request: dict, arrays: Arrays) -> Answer:
