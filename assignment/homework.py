@@ -59,6 +59,48 @@ PART_NAMES = tuple(part.name for part in PARTS)
 PART_POINTS = {part.name: part.points for part in PARTS}
 CODE_POINTS = sum(PART_POINTS.values())
 
+# --------------------------------------------------------------------------- Part 2: deploy (make it fast)
+
+DEPLOY_PARTS = (
+    Part("channels", 12.0, ("deploy/channels.py: filter_scores", "deploy/channels.py: channels_to_keep",
+                            "deploy/channels.py: flattened_features", "deploy/channels.py: remove_channels",
+                            "deploy/channels.py: schedules"),
+         "channel pruning that removes filters and repairs their consumers, and gradual schedules"),
+    Part("lowrank", 8.0, ("deploy/lowrank.py: truncated_svd", "deploy/lowrank.py: rank_for_energy",
+                          "deploy/lowrank.py: factorize_conv"),
+         "truncated-SVD factorisation of Linear and Conv2d layers"),
+    Part("distill", 4.0, ("deploy/distill.py: distillation_loss",),
+         "the temperature-scaled knowledge-distillation loss"),
+    Part("int8", 6.0, ("deploy/int8.py: calibrate", "deploy/int8.py: quantize_static",
+                       "deploy/int8.py: quantize_linears"),
+         "static (calibrated) and dynamic INT8 quantisation in PyTorch"),
+    Part("onnx", 10.0, ("deploy/onnx_int8.py: export_onnx", "deploy/onnx_int8.py: BatchReader.get_next",
+                        "deploy/onnx_int8.py: quantize_onnx", "deploy/onnx_int8.py: agreement"),
+         "ONNX export, ONNX Runtime INT8 (QDQ, per-channel) and the agreement check"),
+)
+DEPLOY_PART_NAMES = tuple(part.name for part in DEPLOY_PARTS)
+DEPLOY_PART_POINTS = {part.name: part.points for part in DEPLOY_PARTS}
+DEPLOY_POINTS = sum(DEPLOY_PART_POINTS.values())
+
+DEPLOY_SCORING = "separate"
+"""How Part 2 counts: ``"separate"`` (its own total out of ``DEPLOY_POINTS``; Part 1's total is unchanged)
+or ``"bonus"`` (its points come on top of Part 1's ``TOTAL_POINTS``). Read through :func:`deploy_total`."""
+DEPLOY_SCORINGS = ("separate", "bonus")
+
+DEPLOY_STUDENT_FILES = ("deploy/channels.py", "deploy/lowrank.py", "deploy/distill.py", "deploy/int8.py",
+                        "deploy/onnx_int8.py")
+"""The files a Part 2 submission holds and its suites read."""
+DEPLOY_PROVIDED_FILES = ("deploy/__init__.py", "deploy/legacy_quant.py", "deploy/pipeline.py")
+"""Part 2's provided files (on top of ``PROVIDED_FILES``): the grader uses its own copies."""
+
+
+def deploy_total() -> float:
+    """The points Part 2's score is out of: ``DEPLOY_POINTS`` alone, or Part 1's total plus them (bonus)."""
+    if DEPLOY_SCORING not in DEPLOY_SCORINGS:
+        raise ValueError(f"DEPLOY_SCORING must be one of {DEPLOY_SCORINGS}, not {DEPLOY_SCORING!r}")
+    return DEPLOY_POINTS if DEPLOY_SCORING == "separate" else TOTAL_POINTS + DEPLOY_POINTS
+
+
 # --------------------------------------------------------------------------- the ranking
 
 GATE = "58.00"
