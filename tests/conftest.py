@@ -24,15 +24,18 @@ if str(SOLUTIONS) not in sys.path:
 def pytest_addoption(parser):
     parser.addoption("--run-slow", action="store_true", default=False,
                      help="also run the tests marked slow")
+    parser.addoption("--run-heavy", action="store_true", default=False,
+                     help="also run the tests marked heavy (CI runs them after the default run)")
 
 
 def pytest_collection_modifyitems(config, items):
-    if config.getoption("--run-slow"):
-        return
-    skip = pytest.mark.skip(reason="slow: add --run-slow to run it")
-    for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
+    for marker, option in (("slow", "--run-slow"), ("heavy", "--run-heavy")):
+        if config.getoption(option):
+            continue
+        skip = pytest.mark.skip(reason=f"{marker}: add {option} to run it")
+        for item in items:
+            if marker in item.keywords:
+                item.add_marker(skip)
 
 
 def run_python(args, cwd, env=None, timeout=240):

@@ -7,6 +7,8 @@ from grader import mcu_facts, mcu_suite
 from grader.variants import AnchorError, plant
 from tests.conftest import ASSIGNMENT, SOLUTIONS
 
+pytestmark = pytest.mark.heavy
+
 
 def copy_of(source, tmp_path):
     folder = tmp_path / "submission"

@@ -24,6 +24,8 @@ from tests.test_grade import ISOLATION, student_files, write_tree
 from tests.test_leaderboard import shared_state
 from tests.tinycifar import write_tiny_cifar
 
+
+pytestmark = pytest.mark.heavy
 REPO = Path(__file__).resolve().parent.parent
 N = 3
 PINNED = [0, 1, 5, 4]
