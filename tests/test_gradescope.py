@@ -150,6 +150,7 @@ def pypi_reachable() -> bool:
 
 @pytest.mark.network
 @pytest.mark.skipif(not pypi_reachable(), reason="needs PyPI (network)")
+@pytest.mark.heavy
 def test_every_pin_has_a_wheel_for_each_image_python(tmp_path):
     """pip resolves each pin as a manylinux wheel for each image's Python (metadata only: --dry-run, no download)."""
     resolving = {python: subprocess.Popen(

@@ -12,6 +12,7 @@ import csv
 import gzip
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -352,14 +353,16 @@ def graded(tmp_path_factory):
         write_submission(classdir / name, REPO / "assignment", dict.fromkeys(files, payload))
     long_name_tar_bomb(classdir / "tar_bomb.tar.gz")
     before = {path: path.read_bytes() for path in classdir.rglob("*") if path.is_file()}
-    temporaries = set(Path(tempfile.gettempdir()).glob("grader-*"))
-    env = dict(os.environ, GRADER_TEST_SECRET=SECRET)
+    scratch = Path(tempfile.mkdtemp(prefix="hostile-tmp-"))  # the run's own TMPDIR: what it leaves there is ours
+    scratch.chmod(0o711)  # as /tmp: the box's folders inside are reached by nobody (grader/box.py)
+    env = dict(os.environ, GRADER_TEST_SECRET=SECRET, TMPDIR=str(scratch))
     done = subprocess.run([sys.executable, "-m", "grader", "grade", str(classdir), "--out", str(out), "--jobs", "2",
                            "--test-timeout", "15", "--memory-mb", "512", "--no-progress"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=900)
     listener.close()
     yield {"root": root, "classdir": classdir, "out": out, "marker": marker, "before": before, "done": done,
-           "connections": listener.connections, "temporaries": temporaries}
+           "connections": listener.connections, "scratch": scratch}
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 def grades(out: Path) -> dict:
@@ -394,7 +397,7 @@ def test_nothing_outside_the_boxes_was_touched(graded):
     assert not list(out.rglob("*.tmp")) and len(list((out / "results").glob("*.json"))) == len(ATTACKS) + 3
     assert graded["connections"] == []
     assert sleepers() == []
-    assert set(Path(tempfile.gettempdir()).glob("grader-*")) <= graded["temporaries"]
+    assert not list(graded["scratch"].iterdir())  # every box, job and scratch folder removed
 
 
 def test_feedback_shows_nothing_of_the_host(graded):

@@ -173,6 +173,7 @@ def test_reordering_hidden_units_keeps_the_function_and_shortens_the_gaps():
 
 # ---------------------------------------------------------------- the whole recipe
 
+@pytest.mark.heavy
 def test_recipe_runs_end_to_end_on_tiny_data_and_writes_a_valid_submission(tmp_path):
     data = write_tiny_cifar(tmp_path / "data", n_train=80, n_test=40)
     out = tmp_path / "out"
