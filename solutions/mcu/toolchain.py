@@ -17,8 +17,9 @@ from typing import List, Sequence
 import numpy as np
 import torch
 
-from mcu.export import IntLayer, write_header
-from mcu.facts import BOARDS
+from homework import MCU_BOARDS
+
+from .export import IntLayer, write_header
 
 HERE = Path(__file__).resolve().parent
 HOST_FLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic"]
@@ -93,11 +94,11 @@ class AvrMeasurement:
         return self.data + self.bss + self.stack
 
     def fits(self, board_name: str = "uno") -> bool:
-        board = BOARDS[board_name]
+        board = MCU_BOARDS[board_name]
         return self.flash <= board.flash_bytes and self.sram <= board.sram_bytes
 
     def report(self, macs: int) -> str:
-        board = BOARDS["uno"]
+        board = MCU_BOARDS["uno"]
         return (f"ATmega328P, measured: flash {self.flash:,} of {board.flash_bytes:,} B (avr-size text "
                 f"{self.text:,} + data {self.data:,}); SRAM {self.sram:,} of {board.sram_bytes:,} B (data "
                 f"{self.data} + bss {self.bss:,} + stack {self.stack}); {self.cycles:,} cycles in simavr = "
