@@ -76,6 +76,16 @@ def test_variants_cover_every_part_and_the_guide_lists_them():
     assert sorted(rows) == sorted((name, variants.bug(name).part) for name in variants.mcu_names())
 
 
+def test_the_handout_readme_describes_the_track_from_the_facts():
+    from grader.handout import mcu_section
+    text = mcu_section()
+    assert f"{homework.MCU_POINTS:g} points" in text and "python mcu_train.py" in text
+    for part in homework.MCU_PARTS:
+        assert f"| {part.name}: {part.summary} | {part.points:g} |" in text
+        assert all(f"`{todo}`" in text for todo in part.todos)
+    assert text in (ASSIGNMENT / "README.md").read_text()
+
+
 def test_the_box_stages_every_operation_module_of_the_worker():
     modules = {path.name for path in (REPO / "grader" / "worker").glob("*.py")} - {"cell.py"}
     assert set(box.WORKER_FILES) == modules
