@@ -1,7 +1,8 @@
 """The homework's facts, in one place: what a TA changes next term is one line here.
 
 Every module, command-line default, generated document and test reads these
-names instead of restating them. The module uses the standard library only,
+names instead of restating them: Part 1's, Part 2's (``DEPLOY_*``) and the
+microcontroller track's (``MCU_*``: its parts, files, input format and boards). The module uses the standard library only,
 so it travels into the student's box with the worker (``grader/box.py``), and
 the handout carries a copy (``solutions/homework.py`` is a link to this file):
 students read the gate, the points and what to hand in here, and
