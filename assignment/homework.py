@@ -1,7 +1,8 @@
 """The homework's facts, in one place: what a TA changes next term is one line here.
 
 Every module, command-line default, generated document and test reads these
-names instead of restating them. The module uses the standard library only,
+names instead of restating them: Part 1's, Part 2's (``DEPLOY_*``) and the
+microcontroller track's (``MCU_*``: its parts, files, input format and boards). The module uses the standard library only,
 so it travels into the student's box with the worker (``grader/box.py``), and
 the handout carries a copy (``solutions/homework.py`` is a link to this file):
 students read the gate, the points and what to hand in here, and
@@ -100,6 +101,82 @@ def deploy_total() -> float:
         raise ValueError(f"DEPLOY_SCORING must be one of {DEPLOY_SCORINGS}, not {DEPLOY_SCORING!r}")
     return DEPLOY_POINTS if DEPLOY_SCORING == "separate" else TOTAL_POINTS + DEPLOY_POINTS
 
+
+# --------------------------------------------------------------------------- the microcontroller track (mcu/)
+# 1-bit weights on an Arduino UNO: ``solutions/mcu/`` reads these through ``homework.py`` (docs/MCU.md).
+
+MCU_PARTS = (
+    Part("binary", 10.0, ("mcu/binary.py: binarize", "mcu/binary.py: SignSTE.backward", "mcu/binary.py: pack_signs"),
+         "binary weights (sign times a per-channel scale), the straight-through estimator, the bit packing"),
+    Part("budget", 7.0, ("mcu/budget.py: flash_bytes", "mcu/budget.py: sram_bytes", "mcu/budget.py: latency_s"),
+         "the flash, SRAM and latency estimate of a network on a board"),
+    Part("fit", 3.0, ("mcu/prune.py: fit_to_budget",), "channel pruning until the estimate fits the board"),
+)
+MCU_PART_NAMES = tuple(part.name for part in MCU_PARTS)
+MCU_PART_POINTS = {part.name: part.points for part in MCU_PARTS}
+MCU_POINTS = sum(MCU_PART_POINTS.values())
+"""The track's points: a separate total, like Part 2's, never added to Part 1's."""
+
+MCU_STUDENT_FILES = ("mcu/binary.py", "mcu/budget.py", "mcu/prune.py")
+"""The files a microcontroller submission holds and its suites read."""
+MCU_PROVIDED_FILES = ("homework.py", "mcu/__init__.py", "mcu/model.py", "mcu/export.py")
+"""What the track's box gets from the grader's own copy (``mcu/`` imports its facts from ``homework.py``)."""
+
+MCU_RESOLUTION = 16
+"""Images are CIFAR-10 downsampled to 16x16 (2x2 box average of the 32x32 image, rounded), colour."""
+MCU_IN_CHANNELS = 3
+MCU_CLASSES = 10
+MCU_INPUT_OFFSET = 128
+"""The deployed input is ``pixel - 128`` as int8; the float model sees ``(pixel - 128) / MCU_INPUT_SCALE``."""
+MCU_INPUT_SCALE = 64.0
+MCU_ACTIVATION_MAX = 127
+"""Activations between layers are 7-bit unsigned integers (0..127) stored as int8: ReLU, then round and clip."""
+MCU_MAX_HEADER_BYTES = 1 << 20
+"""The largest C header the grader reads back (a model that fits the UNO's flash writes under 200 KB)."""
+
+
+@dataclass(frozen=True)
+class Board:
+    """A target: the memory a model may use and a clock to turn cycles into time.
+
+    ``flash_bytes`` is what a program may occupy (after a bootloader or the
+    runtime's partition), ``sram_bytes`` the RAM for data and stack.
+    ``cycles_per_mac`` turns a MAC count into a latency estimate; only the
+    UNO's was measured (``UNO_CYCLES_PER_MAC``), the others are stated
+    guesses from their cores (a 32-bit core with a barrel shifter does a
+    1-bit-weight MAC in about 3 cycles).
+    """
+    name: str
+    chip: str
+    clock_hz: int
+    flash_bytes: int
+    sram_bytes: int
+    cycles_per_mac: float
+    avr: bool = False
+    """True when the board is built with ``avr-gcc`` (weights in ``PROGMEM``) and simulated by ``simavr``."""
+
+
+UNO_CYCLES_PER_MAC = 79.0
+"""simavr cycles of one inference divided by its MACs: 43,778,048 cycles / 554,240 MACs for channels
+(16, 32, 32), avr-gcc 5.4.0 -Os (``mcu/toolchain.py``; docs/MCU.md)."""
+MCU_RUNTIME_RESERVE_BYTES = 176
+"""SRAM the budget sets aside beyond the activations: the stack of one inference (167 bytes measured in
+simavr for channels (16, 32, 32), the int32 logits included) rounded up to 16; the build has no .data."""
+MCU_CODE_BYTES = 1800
+"""Flash of the inference code, its layer table and the C runtime on the ATmega328P: avr-size's .text
+(4,460 B for channels (16, 32, 32)) minus the weight arrays (2,672 B), rounded up."""
+
+MCU_BOARDS = {
+    board.name: board for board in (
+        Board("uno", "ATmega328P (AVR, 8-bit)", 16_000_000, 32_256, 2_048, UNO_CYCLES_PER_MAC, avr=True),
+        Board("esp32", "ESP32-WROOM-32 (Xtensa LX6, 32-bit)", 240_000_000, 1_310_720, 327_680, 3.0),
+        Board("pico", "RP2040 (Cortex-M0+, 32-bit)", 133_000_000, 2_097_152, 270_336, 3.0),
+        Board("stm32f103", "STM32F103C8 'Blue Pill' (Cortex-M3, 32-bit)", 72_000_000, 65_536, 20_480, 3.0),
+    )
+}
+"""UNO: 32 KB flash less Optiboot's 512 B, 2 KB SRAM. ESP32: the default partition table's 1.25 MB app slot
+and the 320 KB of DRAM left to data. Pico: 2 MB QSPI flash, 264 KB SRAM. STM32F103C8: 64 KB flash, 20 KB SRAM."""
+MCU_DEFAULT_BOARD = "uno"
 
 # --------------------------------------------------------------------------- the ranking
 

@@ -47,7 +47,7 @@ START_TIMEOUT = 120.0
 """Seconds the worker may take to import torch and say it is ready."""
 PRELOADED_MB = 1024
 """Memory the worker's preloaded libraries take, added to ``Limits.memory_mb`` for the whole box's cgroup."""
-WORKER_FILES = ("__init__.py", "models.py", "ops.py", "deploy_ops.py", "protocol.py", "serve.py")
+WORKER_FILES = ("__init__.py", "models.py", "ops.py", "deploy_ops.py", "mcu_ops.py", "protocol.py", "serve.py")
 NAMESPACE_NAMES = ("mnt", "ipc", "uts", "net", "pid", "user")
 """The box's namespaces a cell joins, in ``grader/worker/cell.py``'s order."""
 PYTHON_FLAGS = ("-B", "-s")
@@ -409,9 +409,15 @@ class Box:
         self.starts = 0
 
     def request(self, header: dict, arrays: Optional[protocol.Arrays], deadline: float) -> Tuple[dict, protocol.Arrays]:
-        """Send one request and return the worker's answer; raise ``BoxFailure`` if there is none by ``deadline``."""
+        """Send one request and return the worker's answer; raise ``BoxFailure`` if there is none by ``deadline``.
+
+        Starting the box (the first request, or one after a request broke it) moves ``deadline`` by the time the
+        start took: that is the grader's time, not the student's code's.
+        """
         if self.process is None:
+            started = time.monotonic()
             self.start()
+            deadline += time.monotonic() - started
         try:
             protocol.write_all(self.channel.fileno(), protocol.encode(header, arrays))
             return protocol.decode(protocol.read_frame(self.channel.fileno(), deadline))

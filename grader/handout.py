@@ -156,4 +156,58 @@ letters, digits and `_ . @ + -` become `_`.
   slice, three coded streams), so the grader can decode your files.
 - AlexNet is adapted to 32×32 images and initialised for ReLU; the
   handout pins its own library versions.
+""" + mcu_section()
+
+
+# ============================================================================ the microcontroller track (begin)
+# Its own section of the README, written from homework.MCU_*; readme() only appends it.
+
+
+def mcu_section() -> str:
+    """The README's section on the microcontroller track: what it is, its TODOs and points, how to run it,
+    what is graded."""
+    uno = homework.MCU_BOARDS["uno"]
+    rows = "\n".join(f"| {part.name}: {part.summary} | {part.points:g} | "
+                     + "<br>".join(f"`{todo}`" for todo in part.todos) + " |" for part in homework.MCU_PARTS)
+    boards = ", ".join(f"`{name}` ({board.chip})" for name, board in homework.MCU_BOARDS.items())
+    handed_in = ", ".join(f"`{f}`" for f in homework.MCU_STUDENT_FILES)
+    provided = ", ".join(f"`{f}`" for f in homework.MCU_PROVIDED_FILES)
+    side = homework.MCU_RESOLUTION
+    return f"""
+## The microcontroller track (`mcu/`): 1-bit weights on an Arduino UNO
+
+A separate assignment of {homework.MCU_POINTS:g} points (its own total, not part
+of the points above). AlexNet cannot fit a microcontroller, so this track
+trains a small binary network on CIFAR-10 downsampled to {side}×{side} and makes
+it fit an Arduino UNO ({uno.chip}: {uno.flash_bytes:,} bytes of flash,
+{uno.sram_bytes:,} bytes of SRAM). Every weight is +1 or −1 times one scale per
+output channel, so it takes one bit and a multiply is an add or a subtract.
+The boards are data in `homework.py` (`MCU_BOARDS`): {boards}.
+
+| part | points | TODOs (file: function) |
+| --- | --- | --- |
+{rows}
+
+```bash
+python mcu_train.py --data-dir DATA --float-reference   # --board, --channels, --subset N: see --help
+```
+
+trains the binary network (and, with `--float-reference`, the same shape with
+float weights), prunes channels until the budget estimate fits the board,
+exports `saves/mcu/mcu_model.h` with plain C99 inference (`mcu/infer.c`),
+compiles it with `gcc` and checks that it predicts exactly what Python
+predicts, and, where `avr-gcc`, `avr-size` and `simavr` are installed
+(Debian: `gcc-avr avr-libc binutils-avr simavr`), measures the real flash,
+RAM and cycles of an ATmega328P. Only those measurements say "fits".
+
+**What is graded:** {handed_in} (hand them in inside a folder `mcu/`). The
+grader uses its own copies of {provided}. Each TODO is called on small fixed
+inputs and compared with its definition (the values, the gradients, the
+bytes and bits, the budget in bytes and seconds, the channels pruning
+removes, in order); one test exports a small network with your `pack_signs`
+and compiles the header with `gcc`: it must give the reference's logits
+exactly. `fit_to_budget` is graded with your own budget functions, so make
+those right first. Training, accuracy and the AVR measurement are not
+graded.
 """
+# ============================================================================ the microcontroller track (end)

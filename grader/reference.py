@@ -13,12 +13,14 @@ The scripts (``pruning.py``...) import ``net`` and ``util`` by their
 top-level names, as a student runs them; :func:`load_script` lends them those
 names while the script is imported, then puts back what was there.
 """
+import contextlib
 import functools
 import hashlib
 import importlib
 import sys
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
+from typing import Dict, Iterator
 
 from grader.homework import MODEL, PROVIDED_FILES
 
@@ -46,25 +48,41 @@ def load(folder: Path, package: str) -> ModuleType:
 
 
 def module(package: ModuleType, relative: str) -> ModuleType:
-    """The module of ``package`` at ``relative`` (``"net/huffmancoding.py"``), imported on first use."""
-    return importlib.import_module(f"{package.__name__}.{relative[:-3].replace('/', '.')}")
+    """The module of ``package`` at ``relative`` (``"net/huffmancoding.py"``), imported on first use.
+
+    A folder holding ``homework.py`` (the facts: ``mcu/`` imports them as ``homework``) lends its own copy
+    under that top-level name while the module is imported.
+    """
+    name = f"{package.__name__}.{relative[:-3].replace('/', '.')}"
+    folder = Path(package.__path__[0])
+    if name in sys.modules or relative == "homework.py" or not (folder / "homework.py").is_file():
+        return importlib.import_module(name)
+    with lent({"homework": module(package, "homework.py")}):
+        return importlib.import_module(name)
 
 
-def load_script(package: ModuleType, name: str) -> ModuleType:
-    """Import the handout script ``name`` (``"pruning"``) of ``package``, lending it ``net`` and ``util``."""
-    lent = {"net": module(package, "net/__init__.py"), "util": module(package, "util.py")}
-    lent.update({f"net.{m.rsplit('.', 1)[1]}": sys.modules[m] for m in list(sys.modules)
-                 if m.startswith(f"{package.__name__}.net.")})
-    saved = {key: sys.modules.get(key) for key in lent}
-    sys.modules.update(lent)
+@contextlib.contextmanager
+def lent(modules: Dict[str, ModuleType]) -> Iterator[None]:
+    """``sys.modules`` holds ``modules`` under their names inside the block; what was there before comes back."""
+    saved = {key: sys.modules.get(key) for key in modules}
+    sys.modules.update(modules)
     try:
-        return module(package, f"{name}.py")
+        yield
     finally:
         for key, previous in saved.items():
             if previous is None:
                 sys.modules.pop(key, None)
             else:
                 sys.modules[key] = previous
+
+
+def load_script(package: ModuleType, name: str) -> ModuleType:
+    """Import the handout script ``name`` (``"pruning"``) of ``package``, lending it ``net`` and ``util``."""
+    names = {"net": module(package, "net/__init__.py"), "util": module(package, "util.py")}
+    names.update({f"net.{m.rsplit('.', 1)[1]}": sys.modules[m] for m in list(sys.modules)
+                  if m.startswith(f"{package.__name__}.net.")})
+    with lent(names):
+        return module(package, f"{name}.py")
 
 
 @functools.lru_cache(maxsize=1)

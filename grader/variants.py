@@ -295,6 +295,48 @@ DEPLOY_BUGS: Tuple[Bug, ...] = (
 """Part 2's variants; ``bug``, ``variant_files`` and ``apply`` find them by name like Part 1's."""
 
 
+# --------------------------------------------------------------------------- the microcontroller track (mcu/)
+
+BINARIZE = "mcu/binary.py: binarize"
+STE = "mcu/binary.py: SignSTE.backward"
+PACK = "mcu/binary.py: pack_signs"
+FLASH = "mcu/budget.py: flash_bytes"
+SRAM = "mcu/budget.py: sram_bytes"
+LATENCY = "mcu/budget.py: latency_s"
+FIT = "mcu/prune.py: fit_to_budget"
+
+MCU_BUGS: Tuple[Bug, ...] = (
+    Bug("scale_per_tensor", "binary", BINARIZE, "one scale (mean |W| of the whole tensor) instead of one per channel.",
+        [("    alpha = channel_scales(weight.detach()).reshape(-1, *([1] * (weight.dim() - 1)))\n",
+          "    alpha = weight.detach().abs().mean()\n")]),
+    Bug("scale_not_detached", "binary", BINARIZE,
+        "alpha is taken from the weight itself, so gradients flow through it.",
+        [("    alpha = channel_scales(weight.detach())", "    alpha = channel_scales(weight)")]),
+    Bug("ste_not_clipped", "binary", STE, "the STE passes the gradient everywhere, also where |W| > 1.",
+        [("        return grad_output * (weight.abs() <= 1).to(grad_output.dtype)\n", "        return grad_output\n")]),
+    Bug("bits_msb_first", "binary", PACK, "weight i is packed into bit 7 - i % 8 (most significant first).",
+        [("    weights = 2 ** torch.arange(8, dtype=torch.int64)\n",
+          "    weights = 2 ** torch.arange(7, -1, -1, dtype=torch.int64)\n")]),
+    Bug("flash_without_scales", "budget", FLASH, "the flash budget forgets the scales and biases.",
+        [("    return sum(layer.packed_weight_bytes + layer.out_channels * (SCALE_BYTES + BIAS_BYTES)\n",
+          "    return sum(layer.packed_weight_bytes + 0 * (SCALE_BYTES + BIAS_BYTES)\n")]),
+    Bug("sram_sum_not_max", "budget", SRAM,
+        "the SRAM peak adds up every layer's activations instead of the largest pair.",
+        [("    return max(layer.in_bytes + layer.out_bytes for layer in layers) + reserve\n",
+          "    return sum(layer.in_bytes + layer.out_bytes for layer in layers) + reserve\n")]),
+    Bug("sram_output_only", "budget", SRAM, "the SRAM peak counts each layer's output only, not its live input.",
+        [("    return max(layer.in_bytes + layer.out_bytes for layer in layers) + reserve\n",
+          "    return max(layer.out_bytes for layer in layers) + reserve\n")]),
+    Bug("latency_in_cycles", "budget", LATENCY, "latency_s returns cycles, not seconds.",
+        [("    return sum(layer.macs for layer in layers) * board.cycles_per_mac / board.clock_hz\n",
+          "    return sum(layer.macs for layer in layers) * board.cycles_per_mac\n")]),
+    Bug("fit_prunes_strongest", "fit", FIT, "fit_to_budget removes the most important channel instead of the weakest.",
+        [("        channel = int(model.channel_importance(index).argmin())\n",
+          "        channel = int(model.channel_importance(index).argmax())\n")]),
+)
+"""The microcontroller track's variants (``tests/test_mcu_suite.py`` grades each one); found by name like the others."""
+
+
 def names() -> List[str]:
     """The names of all the variants, in the order of ``BUGS`` (by part, then by TODO)."""
     return [entry.name for entry in BUGS]
@@ -305,12 +347,17 @@ def deploy_names() -> List[str]:
     return [entry.name for entry in DEPLOY_BUGS]
 
 
+def mcu_names() -> List[str]:
+    """The names of the microcontroller track's variants, in the order of ``MCU_BUGS``."""
+    return [entry.name for entry in MCU_BUGS]
+
+
 def bug(name: str) -> Bug:
     """The variant called ``name`` (of either part); a ``KeyError`` lists the known names."""
-    for candidate in BUGS + DEPLOY_BUGS:
+    for candidate in BUGS + DEPLOY_BUGS + MCU_BUGS:
         if candidate.name == name:
             return candidate
-    raise KeyError(f"no buggy variant {name!r}; the variants are {', '.join(names() + deploy_names())}")
+    raise KeyError(f"no buggy variant {name!r}; the variants are {', '.join(names() + deploy_names() + mcu_names())}")
 
 
 def plant(planted: Bug, text: str) -> str:

@@ -19,10 +19,10 @@ import torch
 import torch.nn as nn
 
 import util
+from homework import MCU_BOARDS, MCU_DEFAULT_BOARD
 from mcu import toolchain
 from mcu.budget import check
 from mcu.export import integer_logits, integerize, write_header
-from mcu.facts import BOARDS, DEFAULT_BOARD
 from mcu.model import DEFAULT_CHANNELS, TinyNet, downsample, to_input
 from mcu.prune import fit_to_budget
 
@@ -64,7 +64,7 @@ def parse(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default="data", help="folder holding cifar-10-batches-py/")
     parser.add_argument("--saves-dir", default="saves/mcu", type=Path)
-    parser.add_argument("--board", default=DEFAULT_BOARD, choices=sorted(BOARDS))
+    parser.add_argument("--board", default=MCU_DEFAULT_BOARD, choices=sorted(MCU_BOARDS))
     parser.add_argument("--channels", default=",".join(map(str, DEFAULT_CHANNELS)),
                         help="output channels of the conv layers before pruning (default %(default)s)")
     parser.add_argument("--epochs", type=int, default=15)
@@ -89,7 +89,7 @@ def parse(argv):
 
 def main(argv=None) -> int:
     args = parse(argv)
-    board = BOARDS[args.board]
+    board = MCU_BOARDS[args.board]
     generator = util.set_seed(args.seed)
     try:
         train_set = util.load_cifar10(args.data_dir, train=True).subset(args.subset)

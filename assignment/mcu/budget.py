@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 from typing import Sequence, Tuple
 
-from mcu.facts import CODE_BYTES, RUNTIME_RESERVE_BYTES, Board
+from homework import MCU_CODE_BYTES, MCU_RUNTIME_RESERVE_BYTES, Board
 
 SCALE_BYTES = 4
 """Bytes of one output channel's scale (an int32 fixed-point multiplier)."""
@@ -58,14 +58,14 @@ class LayerShape:
         return self.out_channels * ((self.fan_in + 7) // 8)
 
 
-def flash_bytes(layers: Sequence[LayerShape], code_bytes: int = CODE_BYTES) -> int:
+def flash_bytes(layers: Sequence[LayerShape], code_bytes: int = MCU_CODE_BYTES) -> int:
     """Flash of the deployed network: packed weights, a scale and a bias per output channel, and the code."""
     # TODO: add up, over the layers, `packed_weight_bytes` + `out_channels` * (SCALE_BYTES + BIAS_BYTES),
     #       then add `code_bytes` once.
     return code_bytes
 
 
-def sram_bytes(layers: Sequence[LayerShape], reserve: int = RUNTIME_RESERVE_BYTES) -> int:
+def sram_bytes(layers: Sequence[LayerShape], reserve: int = MCU_RUNTIME_RESERVE_BYTES) -> int:
     """RAM under sequential execution: the largest ``in_bytes + out_bytes`` of one layer, plus ``reserve``."""
     # TODO: return the maximum over the layers of (in_bytes + out_bytes), plus `reserve` (the stack and
     #       the runtime). Not the sum over layers: a layer's input is freed once its output is written.

@@ -16,9 +16,10 @@ other channels take over the work of the removed ones.
 """
 from typing import List, Tuple
 
-from mcu.budget import check
-from mcu.facts import Board
-from mcu.model import TinyNet
+from homework import Board
+
+from .budget import check
+from .model import TinyNet
 
 
 def conv_to_shrink(model: TinyNet, board: Board) -> int:

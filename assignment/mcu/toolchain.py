@@ -17,13 +17,16 @@ from typing import List, Sequence
 import numpy as np
 import torch
 
-from mcu.export import IntLayer, write_header
-from mcu.facts import BOARDS
+from homework import MCU_BOARDS
+
+from .export import IntLayer, write_header
 
 HERE = Path(__file__).resolve().parent
 HOST_FLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic"]
 AVR_FLAGS = ["-std=gnu99", "-Os", "-mmcu=atmega328p", "-DF_CPU=16000000UL", "-Wall", "-Wextra", "-Werror"]
 AVR_TOOLS = ("avr-gcc", "avr-size", "simavr")
+COMPILE_TIMEOUT_S = 300.0
+"""Seconds a compiler may take on one header (a UNO-sized model takes about one)."""
 
 
 class ToolMissing(RuntimeError):
@@ -48,7 +51,7 @@ def _compile(compiler: str, flags: List[str], sources: Sequence[str], header: Pa
              extra: Sequence[str] = ()) -> Path:
     command = [_tool(compiler), *flags, *extra, f"-I{HERE}", f"-I{header.parent}",
                f'-DMCU_MODEL="{header.name}"', *[str(HERE / name) for name in sources], "-o", str(out)]
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
     if done.returncode:
         raise RuntimeError(f"{compiler} failed on the exported model:\n{done.stderr[-3000:]}")
     return out
@@ -93,11 +96,11 @@ class AvrMeasurement:
         return self.data + self.bss + self.stack
 
     def fits(self, board_name: str = "uno") -> bool:
-        board = BOARDS[board_name]
+        board = MCU_BOARDS[board_name]
         return self.flash <= board.flash_bytes and self.sram <= board.sram_bytes
 
     def report(self, macs: int) -> str:
-        board = BOARDS["uno"]
+        board = MCU_BOARDS["uno"]
         return (f"ATmega328P, measured: flash {self.flash:,} of {board.flash_bytes:,} B (avr-size text "
                 f"{self.text:,} + data {self.data:,}); SRAM {self.sram:,} of {board.sram_bytes:,} B (data "
                 f"{self.data} + bss {self.bss:,} + stack {self.stack}); {self.cycles:,} cycles in simavr = "
@@ -115,7 +118,7 @@ def avr_measure(layers: List[IntLayer], image: torch.Tensor, timeout: float = 30
             f"static const uint8_t mcu_image[{image.numel()}] PROGMEM = {{{pixels}}};\n")
         deployable = _compile("avr-gcc", AVR_FLAGS, ["infer.c", "avr_main.c"], header, folder / "mcu.elf")
         sizes = subprocess.run([_tool("avr-size"), "-A", str(deployable)], capture_output=True, text=True,
-                               check=True).stdout
+                               check=True, timeout=COMPILE_TIMEOUT_S).stdout
         section = {m.group(1): int(m.group(2)) for m in re.finditer(r"^\.(\w+)\s+(\d+)", sizes, re.M)}
         measuring = _compile("avr-gcc", AVR_FLAGS, ["infer.c", "avr_main.c"], header, folder / "mcu_sim.elf",
                              ["-DMCU_SIM"])

@@ -28,7 +28,7 @@ import pytest
 
 from grader.homework import OUTPUT_CHARACTERS, Limits
 from grader.files import write_atomic
-from grader.homework import DEPLOY_PART_POINTS, PART_POINTS
+from grader.homework import DEPLOY_PART_POINTS, MCU_PART_POINTS, PART_POINTS
 from grader.suites import DEFAULT_VISIBILITY, REPO, SUITES_DIR, VISIBILITIES
 from grader.suites.submission import assemble
 
@@ -36,15 +36,17 @@ JUDGE_GRACE = 120.0
 """pytest-timeout's limit per test, beyond the box's own: only a fault of the judge itself can reach it."""
 AUTOLOAD = "PYTEST_DISABLE_PLUGIN_AUTOLOAD"
 DEPLOY_SUITES = SUITES_DIR / "deploy"
-HOMEWORKS = {"compression": PART_POINTS, "deploy": DEPLOY_PART_POINTS}
-"""The suites of each homework and the points of its parts: Part 1 (compression, the suites of this folder)
-and Part 2 (deploy, the suites of ``deploy/``)."""
+MCU_SUITES = SUITES_DIR / "mcu"
+HOMEWORKS = {"compression": PART_POINTS, "deploy": DEPLOY_PART_POINTS, "mcu": MCU_PART_POINTS}
+"""The suites of each homework and the points of its parts: Part 1 (compression, the suites of this folder),
+Part 2 (deploy, the suites of ``deploy/``) and the microcontroller track (mcu, the suites of ``mcu/``)."""
+ALL_PART_POINTS = {**PART_POINTS, **DEPLOY_PART_POINTS, **MCU_PART_POINTS}
 
 
 def test_info(item) -> dict:
     """The listed fields of a collected test, from its ``part`` and ``points`` markers."""
     part, points = item.get_closest_marker("part"), item.get_closest_marker("points")
-    if part is None or points is None or part.args[0] not in {**PART_POINTS, **DEPLOY_PART_POINTS}:
+    if part is None or points is None or part.args[0] not in ALL_PART_POINTS:
         raise ValueError(f"{item.nodeid}: every suite test needs a valid part and a points marker")
     max_score = float(points.args[0])
     if not math.isfinite(max_score) or max_score <= 0:
@@ -127,8 +129,11 @@ class Recorder(Selection):
 
 
 def suite_paths(homework: str) -> List[str]:
-    """pytest's paths for the suites of ``homework`` (Part 1's leave Part 2's folder out)."""
-    return [str(DEPLOY_SUITES)] if homework == "deploy" else [str(SUITES_DIR), f"--ignore={DEPLOY_SUITES}"]
+    """pytest's paths for the suites of ``homework`` (Part 1's leave the other folders out)."""
+    folders = {"deploy": DEPLOY_SUITES, "mcu": MCU_SUITES}
+    if homework in folders:
+        return [str(folders[homework])]
+    return [str(SUITES_DIR), *(f"--ignore={folder}" for folder in folders.values())]
 
 
 def run_pytest(arguments: List[str], plugin: Selection) -> Tuple[int, str]:
@@ -182,8 +187,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("results", nargs="?", type=Path, help="JSON file the results are written to")
     parser.add_argument("--list", action="store_true", help="print the tests as JSON and exit")
     parser.add_argument("--homework", choices=sorted(HOMEWORKS), default="compression",
-                        help="which suites: Part 1 (compression, the default) or Part 2 (deploy)")
-    parser.add_argument("--part", choices=sorted({**PART_POINTS, **DEPLOY_PART_POINTS}),
+                        help="which suites: Part 1 (compression, the default), Part 2 (deploy) or the "
+                             "microcontroller track (mcu)")
+    parser.add_argument("--part", choices=sorted(ALL_PART_POINTS),
                         help="run only the tests of this part (of the chosen homework)")
     parser.add_argument("--timeout", type=float, default=Limits.test_timeout_s, help="seconds allowed per test")
     parser.add_argument("--isolation", choices=("bwrap", "basic"), default="bwrap",

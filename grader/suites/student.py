@@ -157,6 +157,13 @@ class Student:
         (each calls one function of the student's ``deploy/`` and answers with what it computed)."""
         return self.ask({"op": f"deploy_{op}", **fields}, arrays or {}, context)
 
+    # ------------------------------------------------------------------ the microcontroller track: mcu/
+
+    def mcu(self, op: str, arrays: Optional[Arrays] = None, context: str = "", **fields) -> Tuple[dict, Arrays]:
+        """``(answer, arrays)`` of the operation ``mcu_<op>`` of ``grader/worker/mcu_ops.py`` (each calls one
+        function of the student's ``mcu/`` and answers with what it computed)."""
+        return self.ask({"op": f"mcu_{op}", **fields}, arrays or {}, context)
+
     # ------------------------------------------------------------------ helpers
 
     @staticmethod

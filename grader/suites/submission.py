@@ -11,11 +11,14 @@ import shutil
 from pathlib import Path
 from typing import List
 
-from grader.homework import DEPLOY_PROVIDED_FILES, DEPLOY_STUDENT_FILES, PROVIDED_FILES, STUDENT_FILES
+from grader.homework import (DEPLOY_PROVIDED_FILES, DEPLOY_STUDENT_FILES, MCU_PROVIDED_FILES, MCU_STUDENT_FILES,
+                             PROVIDED_FILES, STUDENT_FILES)
 
 FILES = {"compression": (STUDENT_FILES, PROVIDED_FILES),
-         "deploy": (DEPLOY_STUDENT_FILES, PROVIDED_FILES + DEPLOY_PROVIDED_FILES)}
-"""``(student files, provided files)`` of each homework: Part 1 (compression) and Part 2 (deploy)."""
+         "deploy": (DEPLOY_STUDENT_FILES, PROVIDED_FILES + DEPLOY_PROVIDED_FILES),
+         "mcu": (MCU_STUDENT_FILES, MCU_PROVIDED_FILES)}
+"""``(student files, provided files)`` of each homework: Part 1 (compression), Part 2 (deploy) and the
+microcontroller track (mcu)."""
 
 REFERENCE_FILES = PROVIDED_FILES + ("net/quantization.py", "net/huffmancoding.py")
 """What the reference folder must hold: the provided files and the two modules the suites compare with."""

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from grader.homework import DEPLOY_PARTS, DEPLOY_STUDENT_FILES, PARTS, STUDENT_FILES
+from grader.homework import DEPLOY_PARTS, DEPLOY_STUDENT_FILES, MCU_PARTS, MCU_STUDENT_FILES, PARTS, STUDENT_FILES
 from grader.worker.models import SGD, ConvAndFc, correct_prune, load_weights, small_alexnet
 
 Arrays = Dict[str, np.ndarray]
@@ -46,14 +46,17 @@ def describe_exception(error: BaseException) -> str:
     return text
 
 
+HOMEWORKS = ((DEPLOY_STUDENT_FILES, DEPLOY_PARTS), (MCU_STUDENT_FILES, MCU_PARTS), (STUDENT_FILES, PARTS))
+"""``(student files, parts)`` of Part 2, the microcontroller track and Part 1."""
+
+
 def missing_file(relative: str) -> str:
     """What a student reads when a test needs a file they did not hand in."""
-    deploy = relative in DEPLOY_STUDENT_FILES
-    todos = [todo.split(": ", 1)[1] for part in (DEPLOY_PARTS if deploy else PARTS) for todo in part.todos
-             if todo.startswith(relative + ":")]
+    files, parts = next(((files, parts) for files, parts in HOMEWORKS if relative in files), HOMEWORKS[-1])
+    todos = [todo.split(": ", 1)[1] for part in parts for todo in part.todos if todo.startswith(relative + ":")]
     holds = f" (it holds the TODOs {', '.join(todos)})" if todos else ""
     return (f"{relative} is missing from your submission{holds}: hand it in with the rest "
-            f"({', '.join(DEPLOY_STUDENT_FILES if deploy else STUDENT_FILES)}) to get these points")
+            f"({', '.join(files)}) to get these points")
 
 
 def load(dotted: str):
@@ -242,15 +245,17 @@ def decode_model(request: dict, arrays: Arrays) -> Answer:
 OPERATIONS = {function.__name__: function for function in (
     prune, constant, zero_pruned_gradients, zero_pruned_weights, train, share_weights,
     encode_conv, decode_conv, encode_model, decode_model)}
-"""Part 1's operations; Part 2's (``deploy_ops.py``) are added below."""
+"""Part 1's operations; Part 2's (``deploy_ops.py``) and the microcontroller track's (``mcu_ops.py``) are added
+below."""
 
 
-def _add_deploy_operations() -> None:
-    from grader.worker import deploy_ops
+def _add_track_operations() -> None:
+    from grader.worker import deploy_ops, mcu_ops
     OPERATIONS.update(deploy_ops.OPERATIONS)
+    OPERATIONS.update(mcu_ops.OPERATIONS)
 
 
-_add_deploy_operations()
+_add_track_operations()
 
 
 def answer(request: dict, arrays: Arrays) -> Answer:

@@ -16,9 +16,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mcu.binary import BinaryConv2d, BinaryLinear, channel_scales
-from mcu.budget import LayerShape
-from mcu.facts import CHANNELS, CLASSES, INPUT_OFFSET, INPUT_SCALE, RESOLUTION
+from homework import MCU_CLASSES, MCU_IN_CHANNELS, MCU_INPUT_OFFSET, MCU_INPUT_SCALE, MCU_RESOLUTION
+
+from .binary import BinaryConv2d, BinaryLinear, channel_scales
+from .budget import LayerShape
 
 DEFAULT_CHANNELS = (16, 32, 32)
 
@@ -27,7 +28,8 @@ class TinyNet(nn.Module):
     """``len(channels)`` conv blocks then a linear classifier; binary weights unless ``binary=False``."""
 
     def __init__(self, channels: Sequence[int] = DEFAULT_CHANNELS, binary: bool = True,
-                 resolution: int = RESOLUTION, in_channels: int = CHANNELS, classes: int = CLASSES) -> None:
+                 resolution: int = MCU_RESOLUTION, in_channels: int = MCU_IN_CHANNELS,
+                 classes: int = MCU_CLASSES) -> None:
         super().__init__()
         if resolution % (2 ** len(channels)):
             raise ValueError(f"a {resolution}x{resolution} input cannot be halved {len(channels)} times")
@@ -105,10 +107,10 @@ def _conv_like(conv: nn.Conv2d, weight: torch.Tensor) -> nn.Conv2d:
 
 def to_input(images: torch.Tensor) -> torch.Tensor:
     """uint8 images (N, C, H, W) -> the float model's input ``(pixel - 128) / 64`` (what the board sees as int8)."""
-    return (images.float() - INPUT_OFFSET) / INPUT_SCALE
+    return (images.float() - MCU_INPUT_OFFSET) / MCU_INPUT_SCALE
 
 
-def downsample(images: torch.Tensor, resolution: int = RESOLUTION) -> torch.Tensor:
+def downsample(images: torch.Tensor, resolution: int = MCU_RESOLUTION) -> torch.Tensor:
     """uint8 (N, 3, 32, 32) CIFAR-10 images -> uint8 (N, 3, resolution, resolution): box average, rounded."""
     factor = images.shape[-1] // resolution
     if factor * resolution != images.shape[-1]:

@@ -1,1 +1,0 @@
-../../grader/mcu_facts.py
