@@ -59,7 +59,7 @@ PARTS = homework.PART_NAMES
 DEPLOY_PARTS = homework.DEPLOY_PART_NAMES
 ALL_PARTS = PARTS + DEPLOY_PARTS
 VISIBILITIES = {"hidden", "after_due_date", "after_published", "visible"}
-DEPLOY_TOTAL = f"{homework.DEPLOY_NAME}_total"
+DEPLOY_TOTAL = homework.DEPLOY_COLUMN
 CSV_FIELDS = ["student_id", *PARTS, "code_total", *DEPLOY_PARTS, DEPLOY_TOTAL, "status", "isolation"]
 DEPLOY_ABSENT = (f"Not graded: your submission holds no {homework.DEPLOY_NAME}/ folder (Part 2). To have Part 2 "
                  f"graded, hand in {', '.join(homework.DEPLOY_STUDENT_FILES)} with Part 1's files "

@@ -93,7 +93,11 @@ DEPLOY_STUDENT_FILES = ("deploy/channels.py", "deploy/lowrank.py", "deploy/disti
 DEPLOY_PROVIDED_FILES = ("deploy/__init__.py", "deploy/legacy_quant.py", "deploy/pipeline.py")
 """Part 2's provided files (on top of ``PROVIDED_FILES``): the grader uses its own copies."""
 DEPLOY_NAME = "deploy"
-"""Part 2's name where it appears beside Part 1's parts: its folder, and grades.csv's ``deploy_total``."""
+"""Part 2's name where it appears beside Part 1's parts: its folder, and its total's column."""
+DEPLOY_COLUMN = f"{DEPLOY_NAME}_total"
+"""Part 2's total in grades.csv and final_grades.csv (Part 1's is ``code_total`` and ``total``)."""
+DEPLOY_GRADEBOOK_COLUMN = f"{GRADEBOOK_COLUMN} Part 2"
+"""Part 2's column in a course site's gradebook (``python -m grader export --total deploy``)."""
 
 
 def deploy_total() -> float:
