@@ -92,6 +92,12 @@ DEPLOY_STUDENT_FILES = ("deploy/channels.py", "deploy/lowrank.py", "deploy/disti
 """The files a Part 2 submission holds and its suites read."""
 DEPLOY_PROVIDED_FILES = ("deploy/__init__.py", "deploy/legacy_quant.py", "deploy/pipeline.py")
 """Part 2's provided files (on top of ``PROVIDED_FILES``): the grader uses its own copies."""
+DEPLOY_NAME = "deploy"
+"""Part 2's name where it appears beside Part 1's parts: its folder, and its total's column."""
+DEPLOY_COLUMN = f"{DEPLOY_NAME}_total"
+"""Part 2's total in grades.csv and final_grades.csv (Part 1's is ``code_total`` and ``total``)."""
+DEPLOY_GRADEBOOK_COLUMN = f"{GRADEBOOK_COLUMN} Part 2"
+"""Part 2's column in a course site's gradebook (``python -m grader export --total deploy``)."""
 
 
 def deploy_total() -> float:
@@ -99,6 +105,13 @@ def deploy_total() -> float:
     if DEPLOY_SCORING not in DEPLOY_SCORINGS:
         raise ValueError(f"DEPLOY_SCORING must be one of {DEPLOY_SCORINGS}, not {DEPLOY_SCORING!r}")
     return DEPLOY_POINTS if DEPLOY_SCORING == "separate" else TOTAL_POINTS + DEPLOY_POINTS
+
+
+def counted_parts() -> Tuple[str, ...]:
+    """The parts whose points make a student's code total (grades.csv's ``code_total``, the final grade):
+    Part 1's, and Part 2's as well when ``DEPLOY_SCORING`` is ``"bonus"``."""
+    deploy_total()  # refuses an unknown setting
+    return PART_NAMES + (DEPLOY_PART_NAMES if DEPLOY_SCORING == "bonus" else ())
 
 
 # --------------------------------------------------------------------------- the ranking
