@@ -93,6 +93,12 @@ DEPLOY_STUDENT_FILES = ("deploy/channels.py", "deploy/lowrank.py", "deploy/disti
 """The files a Part 2 submission holds and its suites read."""
 DEPLOY_PROVIDED_FILES = ("deploy/__init__.py", "deploy/legacy_quant.py", "deploy/pipeline.py")
 """Part 2's provided files (on top of ``PROVIDED_FILES``): the grader uses its own copies."""
+DEPLOY_NAME = "deploy"
+"""Part 2's name where it appears beside Part 1's parts: its folder, and its total's column."""
+DEPLOY_COLUMN = f"{DEPLOY_NAME}_total"
+"""Part 2's total in grades.csv and final_grades.csv (Part 1's is ``code_total`` and ``total``)."""
+DEPLOY_GRADEBOOK_COLUMN = f"{GRADEBOOK_COLUMN} Part 2"
+"""Part 2's column in a course site's gradebook (``python -m grader export --total deploy``)."""
 
 
 def deploy_total() -> float:
@@ -177,6 +183,13 @@ MCU_BOARDS = {
 """UNO: 32 KB flash less Optiboot's 512 B, 2 KB SRAM. ESP32: the default partition table's 1.25 MB app slot
 and the 320 KB of DRAM left to data. Pico: 2 MB QSPI flash, 264 KB SRAM. STM32F103C8: 64 KB flash, 20 KB SRAM."""
 MCU_DEFAULT_BOARD = "uno"
+
+def counted_parts() -> Tuple[str, ...]:
+    """The parts whose points make a student's code total (grades.csv's ``code_total``, the final grade):
+    Part 1's, and Part 2's as well when ``DEPLOY_SCORING`` is ``"bonus"``."""
+    deploy_total()  # refuses an unknown setting
+    return PART_NAMES + (DEPLOY_PART_NAMES if DEPLOY_SCORING == "bonus" else ())
+
 
 # --------------------------------------------------------------------------- the ranking
 

@@ -35,13 +35,15 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Callable, Iterator, List, Optional, Sequence, Tuple
 
-from grader.homework import PROVIDED_FILES, STUDENT_FILES
+from grader.homework import DEPLOY_NAME, DEPLOY_STUDENT_FILES, PROVIDED_FILES, STUDENT_FILES
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar", ".zip", ".rar", ".7z")
 NET_MODULES = tuple(sorted({PurePosixPath(f).name for f in STUDENT_FILES + PROVIDED_FILES if f.startswith("net/")}
                            - {"__init__.py"}))
 """The file names that mark a ``net/`` folder."""
 SCRIPT_FILES = tuple(f for f in STUDENT_FILES if "/" not in f)
+DEPLOY_MODULES = tuple(sorted(PurePosixPath(f).name for f in DEPLOY_STUDENT_FILES))
+"""The file names that mark Part 2's ``deploy/`` folder."""
 JUNK_PARTS = {"__MACOSX", "__pycache__", ".git", ".svn", ".hg", ".idea", ".vscode", ".ipynb_checkpoints"}
 JUNK_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
 JUNK_SUFFIXES = ("~", ".swp", ".swo", ".swx", ".pyc", ".orig", ".bak")
@@ -400,41 +402,51 @@ class Found:
     net: Optional[Path]
     scripts: Tuple[Path, ...]
     """The student files that sit beside ``net/`` (``pruning.py``)."""
+    deploy: Optional[Path] = None
+    """Part 2's folder (``deploy/``)."""
 
 
 def _describe(paths: Sequence[Path], root: Path) -> str:
     return ", ".join(sorted(p.relative_to(root).as_posix() or "." for p in paths))
 
 
+def _folder(files: Sequence[Path], name: str, modules: Sequence[str], root: Path) -> Optional[Path]:
+    """The one folder called ``name`` holding any of ``modules`` (else the one holding two of them without the
+    folder itself); ``None`` when there is none, ``Rejected`` when there are several."""
+    found = [p for p in files if p.name in modules]
+    folders = sorted({p.parent for p in found if p.parent.name == name})
+    if not folders:  # the folder's contents packed without the folder itself
+        folders = sorted({d for d in {p.parent for p in found} if sum((d / m).is_file() for m in modules) >= 2})
+    if len(folders) > 1:
+        raise Rejected(f"found {len(folders)} {name}/ folders ({_describe(folders, root)}); submit exactly one")
+    return folders[0] if folders else None
+
+
 def locate(root: Path) -> Found:
-    """Find the ``net/`` folder and the student files beside it under ``root``.
+    """Find the ``net/`` folder, the student files beside it and Part 2's ``deploy/`` folder under ``root``.
 
     Whatever is present is graded (a missing file costs the tests of its TODOs); ``Rejected`` when none of the
     homework's files is there or a piece is there twice.
     """
     files = [p for p in root.rglob("*.py") if p.is_file() and not is_junk(p.relative_to(root).parts)]
-    modules = [p for p in files if p.name in NET_MODULES]
-    nets = sorted({p.parent for p in modules if p.parent.name == "net"})
-    if not nets:  # the contents of net/ packed without the folder itself
-        nets = sorted({d for d in {p.parent for p in modules}
-                       if sum((d / name).is_file() for name in NET_MODULES) >= 2})
-    if len(nets) > 1:
-        raise Rejected(f"found {len(nets)} net/ folders ({_describe(nets, root)}); submit exactly one")
+    net = _folder(files, "net", NET_MODULES, root)
+    deploy = _folder(files, DEPLOY_NAME, DEPLOY_MODULES, root)
     scripts = []
     for name in SCRIPT_FILES:
         found = sorted(p for p in files if p.name == name)
         if len(found) > 1:
             raise Rejected(f"found {len(found)} {name} files ({_describe(found, root)}); submit exactly one")
         scripts += found
-    if not nets and not scripts:
+    if not net and not scripts and not deploy:
         holds = _describe(sorted(files)[:12], root) or "no Python files"
-        raise Rejected(f"none of the homework's files found: the submission must hold {', '.join(STUDENT_FILES)}; "
-                       f"it holds: {holds}")
-    return Found(nets[0] if nets else None, tuple(scripts))
+        raise Rejected(f"none of the homework's files found: the submission must hold {', '.join(STUDENT_FILES)} "
+                       f"(and, for Part 2, {DEPLOY_NAME}/); it holds: {holds}")
+    return Found(net, tuple(scripts), deploy)
 
 
 def stage(found: Found, dest: Path) -> Path:
-    """Lay the submission out as the suites expect: ``dest/net/*.py`` and ``dest/pruning.py``."""
+    """Lay the submission out as the suites expect: ``dest/net/*.py``, ``dest/pruning.py`` and
+    ``dest/deploy/*.py``."""
     net = dest / "net"
     net.mkdir(parents=True)
     for source in sorted(found.net.rglob("*.py")) if found.net else ():
@@ -445,11 +457,16 @@ def stage(found: Found, dest: Path) -> Path:
     (net / "__init__.py").touch()
     for script in found.scripts:
         shutil.copyfile(script, dest / script.name)
+    for module in DEPLOY_MODULES if found.deploy else ():
+        if (found.deploy / module).is_file():
+            (dest / DEPLOY_NAME).mkdir(exist_ok=True)
+            shutil.copyfile(found.deploy / module, dest / DEPLOY_NAME / module)
     return dest
 
 
 def prepare(source: Path, workdir: Path, limits: Limits = Limits()) -> Path:
-    """Unpack ``source`` (archive or folder) under ``workdir`` and return a folder with what it holds of net/ and pruning.py.
+    """Unpack ``source`` (archive or folder) under ``workdir`` and return a folder with what it holds of net/,
+    pruning.py and deploy/.
 
     A folder holding no net/ but exactly one archive (as Gradescope stores an
     uploaded .rar) is unpacked one level further.

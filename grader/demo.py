@@ -5,7 +5,10 @@
 1. **A class of five.** The reference solutions, the untouched handout
    skeleton, and three realistic buggy variants (the solutions with one bug
    of ``grader/variants.py`` planted in them). Each student hands in
-   ``<id>.zip`` (``net/`` and ``pruning.py``) and ``<id>.ptmodel``.
+   ``<id>.zip`` (``net/`` and ``pruning.py``) and ``<id>.ptmodel``. Three of
+   them also hand in Part 2 (``deploy/``): the reference's, the skeleton's
+   stubs, and one with a Part 2 bug (``DEPLOY_BUGS``); the other two hand in
+   Part 1 only, and their feedback says what Part 2 lacks.
 2. **Short training runs.** One initial AlexNet is trained with the
    reference code (every student's initial training is the same code with
    the same seed, so it is done once); then each student's *own* code prunes
@@ -39,6 +42,8 @@ from grader import homework, variants
 REPO = Path(__file__).resolve().parent.parent
 HANDED_IN = tuple(sorted(set(homework.STUDENT_FILES) | {f for f in homework.PROVIDED_FILES if f.startswith("net/")}))
 """What a student zips: the handout's ``net/`` folder and ``pruning.py``."""
+DEPLOY_HANDED_IN = homework.DEPLOY_STUDENT_FILES
+"""What a student who does Part 2 adds to it."""
 IGNORED = shutil.ignore_patterns("saves", "data", "encodings", "__pycache__", "tests", "log.txt")
 TIME_BUDGET = "10 minutes on 2 CPU cores"
 GATE_MARGIN = 5
@@ -53,6 +58,10 @@ class Student:
     code: Path
     variant: Optional[str] = None
     shares_weights: bool = True
+    deploy: bool = False
+    """Hands in Part 2 (``deploy/``)."""
+    deploy_variant: Optional[str] = None
+    """A Part 2 bug planted in it (``grader.variants.DEPLOY_BUGS``)."""
 
 
 @dataclass(frozen=True)
@@ -76,17 +85,25 @@ class Recipe:
 
 
 CLASS_BUGS = ("prune_without_abs", "percentile_global", "kmeans_on_zeros")
+DEPLOY_BUG = "kd_temperature_not_squared"
+"""The Part 2 bug of the last buggy student (the others hand in Part 1 only)."""
 
 
 def demo_class(solutions: Path = REPO / "solutions", skeleton: Path = REPO / "assignment",
-               bugs: Sequence[str] = CLASS_BUGS) -> List[Student]:
-    """The five students: the reference, the skeleton, and the solutions with each of ``bugs`` planted."""
-    students = [Student("demo-reference", "the reference solutions", solutions),
-                Student("demo-skeleton", "the untouched handout skeleton (hands in its retrained model: "
-                                         "its k-means on unpruned fc2 would take ~10 min)", skeleton,
-                        shares_weights=False)]
-    return students + [Student(f"demo-{bug.replace('_', '-')}", f"bug: {variants.bug(bug).description}", solutions, bug)
-                       for bug in bugs]
+               bugs: Sequence[str] = CLASS_BUGS, deploy_bug: str = DEPLOY_BUG) -> List[Student]:
+    """The five students: the reference, the skeleton, and the solutions with each of ``bugs`` planted; the
+    reference, the skeleton and the last of ``bugs`` (with ``deploy_bug`` too) hand in Part 2."""
+    students = [Student("demo-reference", "the reference solutions, Part 2 included", solutions, deploy=True),
+                Student("demo-skeleton", "the untouched handout skeleton, Part 2's stubs included (hands in its "
+                                         "retrained model: its k-means on unpruned fc2 would take ~10 min)", skeleton,
+                        shares_weights=False, deploy=True)]
+    for bug in bugs:
+        last = bug == bugs[-1]
+        description = f"bug: {variants.bug(bug).description}" + (
+            f"; Part 2 bug: {variants.bug(deploy_bug).description}" if last else "; no Part 2")
+        students.append(Student(f"demo-{bug.replace('_', '-')}", description, solutions, bug, deploy=last,
+                                deploy_variant=deploy_bug if last else None))
+    return students
 
 
 def make_workspace(student: Student, folder: Path) -> Path:
@@ -94,8 +111,9 @@ def make_workspace(student: Student, folder: Path) -> Path:
     if folder.exists():
         shutil.rmtree(folder)
     shutil.copytree(student.code, folder, ignore=IGNORED)
-    if student.variant:
-        variants.apply(student.variant, folder, solutions=student.code)
+    for variant in (student.variant, student.deploy_variant):
+        if variant:
+            variants.apply(variant, folder, solutions=student.code)
     return folder
 
 
@@ -138,12 +156,12 @@ def run_driver(workspace: Path, data_dir: Path, output: Path, recipe: Recipe, st
                               stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
 
 
-def package(workspace: Path, student_id: str, submissions: Path) -> Path:
-    """Write ``submissions/<id>.zip`` with the student's ``net/`` and ``pruning.py``."""
+def package(workspace: Path, student_id: str, submissions: Path, deploy: bool = False) -> Path:
+    """Write ``submissions/<id>.zip`` with the student's ``net/`` and ``pruning.py`` (and ``deploy/``)."""
     submissions.mkdir(parents=True, exist_ok=True)
     archive = submissions / f"{student_id}.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zipped:
-        for relative in HANDED_IN:
+        for relative in HANDED_IN + (DEPLOY_HANDED_IN if deploy else ()):
             if (workspace / relative).is_file():
                 zipped.write(workspace / relative, relative)
     return archive
@@ -171,7 +189,7 @@ def build_class(students: Sequence[Student], data_dir: Path, out: Path, recipe: 
         say(f"reusing the initial AlexNet of an earlier run: {initial} (delete it to train again)")
     for student in students:
         space = make_workspace(student, work / student.student_id)
-        package(space, student.student_id, submissions)
+        package(space, student.student_id, submissions, student.deploy)
         say(f"{student.student_id}: {student.description}")
         done = run_driver(space, data_dir, submissions / f"{student.student_id}.ptmodel", recipe, start=initial,
                           share=student.shares_weights)
@@ -204,18 +222,22 @@ def reference_accuracy(submissions: Path, out: Path, data_dir: Path, jobs: int) 
 
 
 def summary(out: Path, students: Sequence[Student]) -> str:
-    """One line per student: code points, accuracy, rate, ranking points."""
+    """One line per student: code points, accuracy, rate, ranking points, total, and Part 2's points."""
     import csv
     with open(out / "leaderboard" / "final_grades.csv", newline="") as f:
         grades = {row["student_id"]: row for row in csv.DictReader(f)}
     with open(out / "leaderboard" / "leaderboard.csv", newline="") as f:
         board = {row["student_id"]: row for row in csv.DictReader(f)}
-    lines = [f"{'student':<28} {'code':>5} {'accuracy':>9} {'rate':>8} {'ranking':>7} {'total':>6}"]
+    part2 = f"part 2 ({homework.DEPLOY_SCORING})"
+    lines = [f"{'student':<28} {'code':>5} {'accuracy':>9} {'rate':>8} {'ranking':>7} {'total':>6} {part2:>18}"]
     for student in students:
         g, b = grades.get(student.student_id, {}), board.get(student.student_id, {})
-        code = sum(float(g.get(part) or 0) for part in ("prune", "quantize", "huffman"))
+        code = sum(float(g.get(part) or 0) for part in homework.PART_NAMES)
+        deploy = f"{float(g.get(homework.DEPLOY_COLUMN) or 0):g}/{homework.DEPLOY_POINTS:g}" if student.deploy \
+            else "not handed in"
         lines.append(f"{student.student_id:<28} {code:>5g} {b.get('accuracy') or '-':>9} "
-                     f"{b.get('compression_rate') or '-':>8} {g.get('ranking', '0'):>7} {g.get('total', '-'):>6}")
+                     f"{b.get('compression_rate') or '-':>8} {g.get('ranking', '0'):>7} {g.get('total', '-'):>6} "
+                     f"{deploy:>18}")
     return "\n".join(lines)
 
 

@@ -1,11 +1,14 @@
 """Write the grades in the layout a course site imports: ``python -m grader export``.
 
-    python -m grader export FOLDER --format csv|canvas|moodle --out FILE [--roster roster.csv]
+    python -m grader export FOLDER --format csv|canvas|moodle --out FILE [--roster roster.csv] [--total deploy]
                             [--assignment NAME] [--canvas-assignment-id N] [--points-possible P]
 
 FOLDER is a leaderboard folder holding ``final_grades.csv`` (code + ranking,
 out of the homework's total) or a grading folder holding ``grades.csv`` (code only);
-``final_grades.csv`` is used when both are there. The formats, what each
+``final_grades.csv`` is used when both are there. ``--total deploy`` exports
+Part 2's own total instead (``deploy_total``, out of ``homework.DEPLOY_POINTS``,
+in the gradebook column ``homework.DEPLOY_GRADEBOOK_COLUMN``): with
+``DEPLOY_SCORING = "separate"`` a course imports the two totals as two columns. The formats, what each
 column means and how to import them: docs/TA.md ("Exporting grades").
 """
 import argparse
@@ -22,6 +25,8 @@ from grader import homework
 from grader.files import write_atomic
 
 FORMATS = ("csv", "canvas", "moodle")
+TOTALS = ("code", "deploy")
+"""What the exported grade is: Part 1's (with the ranking, and Part 2 when it is a bonus) or Part 2's own."""
 CANVAS_FIXED = ["Student", "ID", "SIS User ID", "SIS Login ID", "Section"]
 MOODLE_ID = "identifier"
 DEFAULT_ASSIGNMENT = homework.GRADEBOOK_COLUMN
@@ -63,8 +68,9 @@ def _code_points(folder: Path) -> float:
     return homework.CODE_POINTS
 
 
-def read_grades(folder: Path) -> Grades:
-    """The final grades of ``folder``: its ``final_grades.csv``, else its ``grades.csv``. Raises ExportError."""
+def read_grades(folder: Path, which: str = "code") -> Grades:
+    """The final grades of ``folder``: its ``final_grades.csv``, else its ``grades.csv``; with ``which="deploy"``,
+    Part 2's total. Raises ExportError."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ExportError(f"{folder} is not a folder; give the leaderboard's --out folder (final_grades.csv) "
@@ -89,6 +95,14 @@ def read_grades(folder: Path) -> Grades:
                     for row in reader if (row.get("student_id") or "").strip()}
     except (UnicodeDecodeError, csv.Error) as error:
         raise ExportError(f"{path} cannot be read as CSV ({error}); write it again with the grader") from None
+    if which == "deploy":
+        if homework.DEPLOY_COLUMN not in columns:
+            raise ExportError(f"{path} has no {homework.DEPLOY_COLUMN} column: it was written before Part 2 was "
+                              "graded; grade the class again (python -m grader grade ... --force)")
+        parts = tuple(part for part in homework.DEPLOY_PART_NAMES if part in columns)
+        return Grades(path, rows, homework.DEPLOY_COLUMN, homework.DEPLOY_POINTS, parts)
+    if homework.DEPLOY_COLUMN in columns:
+        parts = (*parts, homework.DEPLOY_COLUMN)
     return Grades(path, rows, total, possible, parts)
 
 
@@ -159,7 +173,11 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--out", type=Path, required=True, help="the file to write")
     parser.add_argument("--roster", type=Path, help="CSV id,name[,lms_id]: names, LMS ids, and a row for "
                                                     "every roster student")
-    parser.add_argument("--assignment", default=DEFAULT_ASSIGNMENT, help="the grade column's name")
+    parser.add_argument("--total", choices=TOTALS, default="code",
+                        help="the grade exported: code (Part 1, with the ranking; Part 2 too when it is a bonus) "
+                             "or deploy (Part 2's own total)")
+    parser.add_argument("--assignment", help=f"the grade column's name (default: {DEFAULT_ASSIGNMENT!r}, or "
+                                             f"{homework.DEPLOY_GRADEBOOK_COLUMN!r} with --total deploy)")
     parser.add_argument("--canvas-assignment-id", default="", help="Canvas's id of the assignment, to update it "
                                                                    "rather than create a new one")
     parser.add_argument("--points-possible", type=float, help="override the maximum (default: "
@@ -168,7 +186,7 @@ def main(argv: List[str]) -> int:
     args = parser.parse_args(argv)
     from grader.roster import RosterError, load
     try:
-        grades = read_grades(args.folder)
+        grades = read_grades(args.folder, args.total)
         if args.points_possible is not None:
             if not (math.isfinite(args.points_possible) and args.points_possible > 0):
                 raise ExportError("--points-possible must be a positive number")
@@ -176,7 +194,8 @@ def main(argv: List[str]) -> int:
         students = load(args.roster) if args.roster else None
         if args.out.is_dir():
             raise ExportError(f"--out {args.out} is a folder; give the name of the file to write")
-        text = render(args.format, grades, students, args.assignment.strip() or DEFAULT_ASSIGNMENT,
+        default = homework.DEPLOY_GRADEBOOK_COLUMN if args.total == "deploy" else DEFAULT_ASSIGNMENT
+        text = render(args.format, grades, students, (args.assignment or "").strip() or default,
                       args.canvas_assignment_id.strip())
         write_atomic(args.out, text)
     except (ExportError, RosterError, OSError) as error:

@@ -15,7 +15,8 @@ they come:
 ``OUT_DIR/feedback/<id>.md``
     every test, its points and its message, for the student.
 ``OUT_DIR/grades.csv``
-    ``student_id,prune,quantize,huffman,code_total,status,isolation``,
+    ``student_id``, Part 1's parts, ``code_total``, Part 2's parts,
+    ``deploy_total``, ``status``, ``isolation`` (``CSV_FIELDS``),
     rebuilt from ``results/`` at most every 30 s and, at the end, by the
     same merge that joins the shards of a class graded on many machines
     (``--shard K/N``, :mod:`grader.shards`).
@@ -23,6 +24,13 @@ they come:
 A run that is stopped and started again skips every student whose results
 were made from the same file (sha256) by the same grader version (the suites,
 the reference solutions and the limits); ``--force`` grades everyone again.
+
+Part 2 (``deploy/``, ``homework.DEPLOY_PARTS``) is graded in the same judge,
+after Part 1 and in a box of its own, when the submission holds any of
+``homework.DEPLOY_STUDENT_FILES``; otherwise its tests score 0 with a message
+that says what to add. ``homework.DEPLOY_SCORING`` decides how it counts:
+``"separate"`` (``deploy_total`` is its own total; ``code_total`` is Part 1's)
+or ``"bonus"`` (``code_total`` adds Part 2's points to Part 1's).
 """
 import argparse
 import concurrent.futures
@@ -48,8 +56,15 @@ from grader.homework import Limits
 
 REPO = Path(__file__).resolve().parent.parent
 PARTS = homework.PART_NAMES
+DEPLOY_PARTS = homework.DEPLOY_PART_NAMES
+ALL_PARTS = PARTS + DEPLOY_PARTS
 VISIBILITIES = {"hidden", "after_due_date", "after_published", "visible"}
-CSV_FIELDS = ["student_id", *PARTS, "code_total", "status", "isolation"]
+DEPLOY_TOTAL = homework.DEPLOY_COLUMN
+CSV_FIELDS = ["student_id", *PARTS, "code_total", *DEPLOY_PARTS, DEPLOY_TOTAL, "status", "isolation"]
+DEPLOY_ABSENT = (f"Not graded: your submission holds no {homework.DEPLOY_NAME}/ folder (Part 2). To have Part 2 "
+                 f"graded, hand in {', '.join(homework.DEPLOY_STUDENT_FILES)} with Part 1's files "
+                 "(`python check_submission.py <id>` packs them).")
+"""The message of every Part 2 test of a submission without ``deploy/``."""
 VERSIONED = ("grader/suites", "grader/worker", "grader/box.py", "grader/judge.py", "grader/files.py",
              "grader/homework.py", "grader/reference.py")
 """What decides a score, besides the reference solutions and the limits (see ``grader_version``)."""
@@ -105,26 +120,56 @@ class Results:
 
     @property
     def parts(self) -> Dict[str, float]:
-        return {part: sum(t.score for t in self.tests if t.part == part) for part in PARTS}
+        """The points of every part, Part 1's then Part 2's."""
+        return {part: sum(t.score for t in self.tests if t.part == part) for part in ALL_PARTS}
 
     @property
     def maxima(self) -> Dict[str, float]:
-        return {part: sum(t.max_score for t in self.tests if t.part == part) for part in PARTS}
+        return {part: sum(t.max_score for t in self.tests if t.part == part) for part in ALL_PARTS}
 
     @property
     def score(self) -> float:
-        return sum(self.parts.values())
+        """The code total: Part 1's points, plus Part 2's when it is a bonus (``homework.counted_parts``)."""
+        return sum(self.parts[part] for part in homework.counted_parts())
 
     @property
     def max_score(self) -> float:
-        return sum(self.maxima.values())
+        """What the code total is out of: Part 1's maximum (bonus points come on top of it)."""
+        return sum(self.maxima[part] for part in PARTS)
+
+    @property
+    def deploy_score(self) -> float:
+        """Part 2's own total."""
+        return sum(self.parts[part] for part in DEPLOY_PARTS)
+
+    @property
+    def deploy_max(self) -> float:
+        return sum(self.maxima[part] for part in DEPLOY_PARTS)
+
+    @property
+    def deploy_handed_in(self) -> bool:
+        return not set(homework.DEPLOY_STUDENT_FILES) <= set(self.missing)
+
+    def _scores(self, parts: Sequence[str]) -> str:
+        return ", ".join(f"{part} {self.parts[part]:g}/{self.maxima[part]:g}" for part in parts)
 
     def summary(self) -> str:
-        parts = ", ".join(f"{part} {self.parts[part]:g}/{self.maxima[part]:g}" for part in PARTS)
-        lines = [f"Code: {self.score:g}/{self.max_score:g} points ({parts}). Status: {self.status}"]
-        if self.missing:
-            lines.append(f"Missing from the submission: {', '.join(self.missing)}; the tests of their TODOs "
+        """The result in a few lines: Part 1's points, Part 2's, and what the submission lacks."""
+        bonus = homework.DEPLOY_SCORING == "bonus"
+        included = f", Part 2's {self.deploy_score:g} bonus points included" if bonus else ""
+        lines = [f"Code: {self.score:g}/{self.max_score:g} points ({self._scores(PARTS)}{included}). "
+                 f"Status: {self.status}",
+                 f"Part 2 ({homework.DEPLOY_NAME}/): {self.deploy_score:g}/{self.deploy_max:g} points "
+                 f"({self._scores(DEPLOY_PARTS)}; {'bonus points on top of Part 1' if bonus else 'a separate total'})."]
+        missing = [f for f in self.missing if f in homework.STUDENT_FILES]
+        if missing:
+            lines.append(f"Missing from the submission: {', '.join(missing)}; the tests of their TODOs "
                          f"score 0. Hand in {', '.join(homework.STUDENT_FILES)}.")
+        if not self.deploy_handed_in:
+            lines.append(DEPLOY_ABSENT)
+        elif any(f in homework.DEPLOY_STUDENT_FILES for f in self.missing):
+            lines.append(f"Missing from Part 2: {', '.join(f for f in self.missing if f not in missing)}; the tests "
+                         f"of their TODOs score 0. Hand in {', '.join(homework.DEPLOY_STUDENT_FILES)}.")
         return "\n".join(lines)
 
     def to_gradescope(self) -> dict:
@@ -133,6 +178,7 @@ class Results:
                 "tests": [t.to_gradescope() for t in self.tests],
                 "extra_data": {"student_id": self.student_id, "submission": self.submission, "sha256": self.sha256,
                                "grader_version": self.grader_version, "status": self.status, "parts": self.parts,
+                               "deploy_score": self.deploy_score, "deploy_scoring": homework.DEPLOY_SCORING,
                                "missing": list(self.missing), "superseded": list(self.superseded),
                                "history": list(self.history), "isolation": self.isolation,
                                "sandbox": box.describe(self.isolation) if self.isolation else ""}}
@@ -154,7 +200,7 @@ class Results:
                           tuple(h for h in extra.get("history", ()) if isinstance(h, dict)))
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise ValueError(f"not a results document ({type(error).__name__}: {error})") from None
-        if not all(math.isfinite(t.score) and 0 <= t.score <= t.max_score and t.part in PARTS for t in tests):
+        if not all(math.isfinite(t.score) and 0 <= t.score <= t.max_score and t.part in ALL_PARTS for t in tests):
             raise ValueError("a test's score is not a number between 0 and its maximum, or its part is unknown")
         return results
 
@@ -186,12 +232,12 @@ class Setup:
 def list_tests() -> Tuple[dict, ...]:
     """The runner's test list, from a process of its own (it runs no student code)."""
     env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONDONTWRITEBYTECODE="1")
-    done = subprocess.run([sys.executable, "-m", "grader.suites.runner", "--list"], cwd=REPO, env=env,
+    done = subprocess.run([sys.executable, "-m", "grader.suites.runner", "--list", "--homework", "all"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         raise GradingError(f"listing the tests failed:\n{done.stderr.strip()}")
     tests = tuple(json.loads(done.stdout))
-    if not tests or any(t.get("part") not in PARTS for t in tests):
+    if not tests or any(t.get("part") not in ALL_PARTS for t in tests):
         raise GradingError("listing the tests gave no tests or an unknown part")
     return tests
 
@@ -259,8 +305,14 @@ def _score(setup: Setup, recorded: List[dict]) -> Tuple[TestResult, ...]:
 
 
 def _missing(submission: Path) -> Tuple[str, ...]:
-    return tuple(f for f in homework.STUDENT_FILES
+    """The student files of both parts that ``submission`` lacks (a link counts as missing)."""
+    return tuple(f for f in homework.STUDENT_FILES + homework.DEPLOY_STUDENT_FILES
                  if not (submission / f).is_file() or (submission / f).is_symlink())
+
+
+def _without_deploy(tests: Tuple[TestResult, ...]) -> Tuple[TestResult, ...]:
+    """The tests of a submission that holds no Part 2: Part 2's score 0 and say what to add."""
+    return tuple(replace(t, score=0.0, output=DEPLOY_ABSENT) if t.part in DEPLOY_PARTS else t for t in tests)
 
 
 def grade_one(student: str, sources: Sequence[Path], setup: Setup) -> Results:
@@ -277,14 +329,17 @@ def grade_one(student: str, sources: Sequence[Path], setup: Setup) -> Results:
             except archives.Rejected as why:
                 return _not_graded(student, source, digest, setup, f"rejected: {why}")
             missing = _missing(submission)
+            with_deploy = not set(homework.DEPLOY_STUDENT_FILES) <= set(missing)
             try:
-                recorded = judge.run(submission, setup.limits, setup.isolation, setup.preload)
+                recorded = judge.run(submission, setup.limits, setup.isolation, setup.preload,
+                                     "all" if with_deploy else "compression")
             except judge.JudgeFailure as why:
                 if "time limit" not in str(why):
                     raise
                 return _not_graded(student, source, digest, setup, f"partial: {why}")
+        scored = _score(setup, recorded)
         return Results(student, source.name, digest, setup.version, "ok", setup.isolation,
-                       _score(setup, recorded), missing)
+                       scored if with_deploy else _without_deploy(scored), missing)
     except Exception as error:  # noqa: BLE001 - a grader bug must not stop the class
         traceback.print_exc()
         results = _not_graded(student, source, digest, setup,
@@ -301,15 +356,22 @@ def _fence(text: str) -> str:
 
 
 def feedback(results: Results) -> str:
-    """The student's feedback file: the total, each part, each test with its points and message."""
+    """The student's feedback file: the totals, each part, each test with its points and message."""
+    summary = results.summary().splitlines()
     lines = [f"# Feedback for {results.student_id}", "",
              f"**Code: {results.score:g} / {results.max_score:g} points.** "
              f"(The compression-rate ranking, {homework.RANKING_POINTS[0]:g} points, is graded separately.)", "",
+             f"**{summary[1]}**", "",
              f"Submission: `{results.submission}`; status: {results.status}", ""]
-    if results.missing:
-        lines += [results.summary().splitlines()[1], ""]
+    lines += [line for extra in summary[2:] for line in (extra, "")]
     lines += resubmit.feedback_lines(results)
-    for part in PARTS:
+    for part in ALL_PARTS:
+        if part == DEPLOY_PARTS[0]:
+            lines += [f"# Part 2 ({homework.DEPLOY_NAME}/): {results.deploy_score:g} / {results.deploy_max:g}", ""]
+            if not results.deploy_handed_in:  # one message, not the same one under every test
+                lines += [DEPLOY_ABSENT, "", *(f"- {t.name} ({t.part}): 0 / {t.max_score:g}"
+                                               for t in results.tests if t.part in DEPLOY_PARTS), ""]
+                break
         lines += [f"## {part}: {results.parts[part]:g} / {results.maxima[part]:g}", ""]
         for test in (t for t in results.tests if t.part == part):
             hidden = " (hidden on Gradescope)" if test.visibility == "hidden" else ""
@@ -333,9 +395,10 @@ def grade_rows(out: Path) -> List[dict]:
     """The rows of grades.csv, from every results file in ``out/results``."""
     found, damaged = read_results(out)
     rows = [{"student_id": r.student_id, **{p: f"{v:g}" for p, v in r.parts.items()},
-             "code_total": f"{r.score:g}", "status": r.status, "isolation": r.isolation} for r in found]
-    rows += [{"student_id": sid, **dict.fromkeys(PARTS, "0"), "code_total": "0", "status": why, "isolation": ""}
-             for sid, why in damaged.items()]
+             "code_total": f"{r.score:g}", DEPLOY_TOTAL: f"{r.deploy_score:g}", "status": r.status,
+             "isolation": r.isolation} for r in found]
+    rows += [{"student_id": sid, **dict.fromkeys(ALL_PARTS, "0"), "code_total": "0", DEPLOY_TOTAL: "0",
+              "status": why, "isolation": ""} for sid, why in damaged.items()]
     return sorted(rows, key=lambda row: row["student_id"])
 
 

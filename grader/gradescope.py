@@ -1,6 +1,7 @@
 """The Gradescope autograder: build its bundle here, run the same suites there.
 
     python -m grader gradescope --out autograder.zip         # build the bundle (upload it to Gradescope)
+    python -m grader gradescope --out part2.zip --total deploy   # a bundle whose score is Part 2's total
     python -m grader gradescope --run [--root /autograder]   # what run_autograder calls on Gradescope
 
 The bundle holds ``setup.sh`` (installs bsdtar, bubblewrap and the pinned
@@ -11,12 +12,18 @@ writes ``$AUTOGRADER_ROOT/results/results.json``; the root defaults to
 ``requirements/py3.X.txt`` (the pins for each base image's Python,
 ``IMAGES``), the grader package with the hidden suites, and the reference
 solutions. A submission is graded exactly as ``python -m grader grade``
-grades one student; a ``.ptmodel`` handed in with it is measured as the
-leaderboard measures one, and its figures go into results.json's
-``leaderboard`` field (Gradescope's live leaderboard).
+grades one student, Part 2 (``deploy/``) included: its tests are in
+results.json with their points, and its pins (onnx, onnxruntime, onnxscript)
+are in the requirements. results.json's ``score`` is the code total
+(``Results.score``: Part 1's, plus Part 2's when ``DEPLOY_SCORING`` is
+``"bonus"``); with ``--total deploy`` it is Part 2's own total, for a second
+Gradescope assignment when Part 2 is a separate grade. A ``.ptmodel`` handed
+in with it is measured as the leaderboard measures one, and its figures go
+into results.json's ``leaderboard`` field (Gradescope's live leaderboard).
 """
 import argparse
 import json
+import re
 import sys
 import zipfile
 from importlib import metadata
@@ -34,15 +41,22 @@ GRADER_MODULES = ("__init__.py", "__main__.py", "cli.py", "assign.py", "archives
 GRADER_PACKAGES = ("suites", "worker")
 MEASURE_MODULES = ("measure.py", "ranking.py", "safeload.py")
 """What measuring a .ptmodel needs (the leaderboard field), besides what grading needs."""
-PINNED = ("torch", "torchvision", "numpy", "scipy", "scikit-learn", "tqdm", "pytest", "pytest-timeout")
+PINNED = ("torch", "torchvision", "numpy", "scipy", "scikit-learn", "tqdm", "pytest", "pytest-timeout",
+          "onnx", "onnxruntime", "onnxscript")
+"""What the judge and the box import; the last three are Part 2's (``requirements-deploy.txt``): where they are not
+installed here, their versions come from ``constraints.txt``."""
+TOTALS = ("code", "deploy")
+"""What results.json's ``score`` is: the code total (``Results.score``) or Part 2's own total."""
 TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
 IMAGES = {"Ubuntu 22.04": "3.10", "Ubuntu 24.04": "3.12"}
 """Gradescope's base images the bundle installs on, and their ``python3``. Older ones (18.04: 3.6, 20.04: 3.8)
 have a Python no torch 2.6+ wheel exists for."""
-PINS_BY_PYTHON = {"3.10": {"numpy": "2.2.6", "scipy": "1.15.3", "scikit-learn": "1.7.2"}, "3.12": {}}
+PINS_BY_PYTHON = {"3.10": {"numpy": "2.2.6", "scipy": "1.15.3", "scikit-learn": "1.7.2", "onnxruntime": "1.23.2"},
+                  "3.12": {}}
 """Where an image's Python has no wheel of a version installed here, the newest release that has one (found with
 ``pip download --no-deps --only-binary=:all: --python-version 3.10 NAME==VERSION``; numpy 2.3, scipy 1.16 and
-scikit-learn 1.8 need Python 3.11). ``tests/test_gradescope.py`` checks every pin resolves (with network)."""
+scikit-learn 1.8 need Python 3.11, onnxruntime 1.24 too). ``tests/test_gradescope.py`` checks every pin resolves
+(with network)."""
 DATA = "/autograder/data"
 
 SETUP_SH = """#!/usr/bin/env bash
@@ -72,13 +86,24 @@ ROOT="${{AUTOGRADER_ROOT:-/autograder}}"
 PYTHON="${{AUTOGRADER_PYTHON:-$ROOT/venv/bin/python}}"
 [ -x "$PYTHON" ] || PYTHON=python3
 cd "$ROOT/source"
-exec "$PYTHON" -m grader gradescope --run --root "$ROOT" --data-dir "$ROOT/data" --isolation {isolation}
+exec "$PYTHON" -m grader gradescope --run --root "$ROOT" --data-dir "$ROOT/data" --isolation {isolation} --total {total}
 """
+
+
+def _version(name: str) -> str:
+    """The version of ``name`` installed here, else the one ``constraints.txt`` pins (Part 2's are optional)."""
+    try:
+        return metadata.version(name).split("+")[0]
+    except metadata.PackageNotFoundError:
+        pinned = re.search(rf"^{re.escape(name)}==([^\s#]+)", (REPO / "constraints.txt").read_text(), re.MULTILINE)
+        if pinned is None:
+            raise
+        return pinned.group(1)
 
 
 def pins(python: str = "") -> Dict[str, str]:
     """The exact version of each pinned package: the ones installed here, or those for an image's ``python``."""
-    here = {name: metadata.version(name).split("+")[0] for name in PINNED}
+    here = {name: _version(name) for name in PINNED}
     return {**here, **PINS_BY_PYTHON[python]} if python else here
 
 
@@ -97,11 +122,11 @@ def setup_script() -> str:
                            images=" or ".join(IMAGES))
 
 
-def bundle_files(repo: Path = REPO, isolation: str = "auto") -> Dict[str, bytes]:
+def bundle_files(repo: Path = REPO, isolation: str = "auto", total: str = "code") -> Dict[str, bytes]:
     """Path in the bundle -> contents: scripts, requirements, grader package, suites, worker, reference solutions."""
     from grader.assign import source_files
     files = {"setup.sh": setup_script().encode(),
-             "run_autograder": RUN_AUTOGRADER.format(isolation=isolation).encode(),
+             "run_autograder": RUN_AUTOGRADER.format(isolation=isolation, total=total).encode(),
              "requirements.txt": pinned_requirements().encode()}
     files.update({f"requirements/py{python}.txt": pinned_requirements(python).encode() for python in PINS_BY_PYTHON})
     for name in GRADER_MODULES + MEASURE_MODULES:
@@ -116,11 +141,11 @@ def bundle_files(repo: Path = REPO, isolation: str = "auto") -> Dict[str, bytes]
     return files
 
 
-def build(out: Path, repo: Path = REPO, isolation: str = "auto") -> Path:
+def build(out: Path, repo: Path = REPO, isolation: str = "auto", total: str = "code") -> Path:
     """Write the bundle to ``out`` (byte-identical for identical sources)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as bundle:
-        for name, data in sorted(bundle_files(repo, isolation).items()):
+        for name, data in sorted(bundle_files(repo, isolation, total).items()):
             info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
             executable = name in ("setup.sh", "run_autograder")
             info.external_attr = (0o100755 if executable else 0o100644) << 16
@@ -165,14 +190,22 @@ def leaderboard_field(submission: Path, data_dir: Path, gate: str = homework.GAT
             {"name": f"above the {gate}% gate", "value": "yes" if above else (result.problem[:120] or "no")}]
 
 
-def run(root: Path, limits: Limits, isolation: str, data_dir: Path = Path(DATA)) -> int:
+def document_of(results: grade.Results, total: str = "code") -> dict:
+    """results.json for ``results``: its ``score`` and ``max_score`` are the code total's, or Part 2's own."""
+    document = results.to_gradescope()
+    if total == "deploy":
+        document.update(score=results.deploy_score, max_score=results.deploy_max)
+    return document
+
+
+def run(root: Path, limits: Limits, isolation: str, data_dir: Path = Path(DATA), total: str = "code") -> int:
     """Grade ``root/submission`` and write ``root/results/results.json`` (with the leaderboard's figures when a
     ``.ptmodel`` was handed in)."""
     results = root / "results"
     results.mkdir(parents=True, exist_ok=True)
     try:
         setup = grade.make_setup(limits, isolation)
-        document = grade.grade_one(_student(root), [root / "submission"], setup).to_gradescope()
+        document = document_of(grade.grade_one(_student(root), [root / "submission"], setup), total)
     except grade.GradingError as error:
         document = {"score": 0.0, "output": f"The autograder could not run: {error}", "tests": []}
     finally:
@@ -192,11 +225,14 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--root", type=Path, default=Path("/autograder"), help="Gradescope's folder (with --run)")
     parser.add_argument("--data-dir", type=Path, default=Path(DATA),
                         help="holds cifar-10-batches-py/ (with --run: for the leaderboard figures of a .ptmodel)")
+    parser.add_argument("--total", choices=TOTALS, default="code",
+                        help="results.json's score: the code total (Part 1; plus Part 2 when it is a bonus) or "
+                             "Part 2's own total (deploy), for a Gradescope assignment of Part 2 alone")
     grade.add_limit_options(parser)
     args = parser.parse_args(argv)
     if args.run:
-        return run(args.root, grade.limits_of(args), args.isolation, args.data_dir)
-    path = build(args.out, isolation=args.isolation)
+        return run(args.root, grade.limits_of(args), args.isolation, args.data_dir, args.total)
+    path = build(args.out, isolation=args.isolation, total=args.total)
     print(f"wrote {path} ({path.stat().st_size // 1024} KB): upload it as the autograder of a Gradescope "
           "programming assignment", file=sys.stderr)
     return 0

@@ -24,6 +24,64 @@ def _todo_table() -> str:
     return "\n".join(rows)
 
 
+def _deploy_table() -> str:
+    rows = ["| part | points | TODOs (file: function) |", "| --- | --- | --- |"]
+    rows += [f"| {part.name}: {part.summary} | {part.points:g} | " + "<br>".join(f"`{todo}`" for todo in part.todos)
+             + " |" for part in homework.DEPLOY_PARTS]
+    return "\n".join(rows)
+
+
+def _deploy_counts() -> str:
+    """How Part 2's points count, from ``homework.DEPLOY_SCORING``."""
+    if homework.DEPLOY_SCORING == "bonus":
+        return (f"Its {homework.DEPLOY_POINTS:g} points are a **bonus** on top of Part 1's "
+                f"{homework.TOTAL_POINTS:g}.")
+    return (f"It is graded **separately**: its own total of {homework.DEPLOY_POINTS:g} points, beside Part 1's "
+            f"{homework.TOTAL_POINTS:g}.")
+
+
+def _deploy() -> str:
+    folder = homework.DEPLOY_NAME
+    handed_in = ", ".join(f"`{f}`" for f in homework.DEPLOY_STUDENT_FILES)
+    provided = ", ".join(f"`{f}`" for f in homework.DEPLOY_PROVIDED_FILES)
+    return f"""\
+Part 1's model is far smaller on disk, but it runs no faster: its tensors
+are still dense float32, zeros included. Part 2, in `{folder}/`, makes it fast
+on a CPU: remove whole channels so the layers really shrink, factorise
+layers with a truncated SVD, win accuracy back with knowledge distillation,
+run in INT8 with PyTorch, and export to ONNX and run it in INT8 with ONNX
+Runtime. {_deploy_counts()}
+
+{_deploy_table()}
+
+**Running it.** Part 2 needs `onnx`, `onnxruntime` and `onnxscript` on top
+of Part 1's libraries (`pip install onnx onnxruntime onnxscript`). From this
+folder:
+
+```bash
+python -m {folder}.pipeline --data-dir DATA --model saves/model_after_retraining.ptmodel
+```
+
+runs every step on your Part 1 model (without `--model`, on an untrained
+AlexNet, which only shows that the steps run) and prints, for each variant,
+its test accuracy, parameters and the exact bytes of the file it writes to
+`saves/{folder}/`; the ONNX models also get their top-1 agreement and largest
+logit difference against PyTorch. A step whose TODO is not written yet is
+skipped with a note that names it; the others still run. `--help` lists the
+flags (`--keep-channels`, `--energy`, `--distill-epochs`, `--backend`...).
+
+**What is graded.** Hidden tests call each of your functions on small
+models and compare what it returns with the grader's own computation: the
+channels kept and the shapes of every repaired layer, unchanged outputs
+after removing channels that were all zero, the schedules at fixed steps,
+the SVD's error against the best possible of that rank, the distillation
+loss on known logits, the INT8 model's weights and scales, the ONNX
+operators (QuantizeLinear/DequantizeLinear, one scale per output channel)
+and the agreement figures. No test measures speed, and the pipeline's
+numbers are yours to study: they are not graded. Only {handed_in} are
+graded; the grader uses its own {provided}."""
+
+
 def _ranking(original_bytes: int) -> str:
     top, middle, bottom = homework.RANKING_POINTS
     return f"""\
@@ -128,12 +186,18 @@ Each script takes `--help`. `--subset N` runs on N images for a quick try;
 ({CIFAR10}): the folder `DATA/cifar-10-batches-py/`. When it is missing and
 you are online, torchvision downloads it into `DATA`.
 
+## Part 2: make it fast (`{homework.DEPLOY_NAME}/`)
+
+{_deploy()}
+
 ## What to hand in
 
-1. `<id>.rar` (or `.zip`, `.tar.gz`, `.7z`) holding `net/` and
-   `pruning.py` (`check_submission.py` packs it for you). `pruning.py` is
-   part of it because two TODOs of the pruning part live there; a missing
-   file costs exactly the tests of its TODOs, nothing else.
+1. `<id>.rar` (or `.zip`, `.tar.gz`, `.7z`) holding `net/`, `pruning.py`
+   and, for Part 2, `{homework.DEPLOY_NAME}/` (`check_submission.py` packs it for you
+   and names any Part 2 TODO still unwritten). `pruning.py` is part of it
+   because two TODOs of the pruning part live there; a missing file costs
+   exactly the tests of its TODOs, nothing else. Without `{homework.DEPLOY_NAME}/`,
+   Part 2's tests score 0 and your feedback says what to add.
 2. `<id>{homework.MODEL_SUFFIX}`: your final model (after weight sharing), for
    the ranking.
 

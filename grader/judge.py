@@ -159,15 +159,17 @@ def stop_all() -> None:
         _kill_group(pid)
 
 
-def run(submission: Path, limits: Limits, level: str, preload: Sequence[str] = DEFAULT_PRELOAD) -> List[dict]:
-    """The scored tests of every part for the submission folder; raises ``JudgeFailure``."""
+def run(submission: Path, limits: Limits, level: str, preload: Sequence[str] = DEFAULT_PRELOAD,
+        homework: str = "compression") -> List[dict]:
+    """The scored tests of every part of ``homework`` (``grader.suites.runner.HOMEWORKS``, or ``"all"``) for the
+    submission folder, all within the submission's time limit; raises ``JudgeFailure``."""
     if _stopping.is_set():
         raise JudgeFailure("grading was stopped")
     job = Path(tempfile.mkdtemp(prefix=f"grader-job-{os.getpid()}-"))
     job.chmod(0o711)  # the box's folders inside are reached by nobody (grader/box.py)
     try:
         (job / "job.json").write_text(json.dumps({"submission": str(submission), "limits": asdict(limits),
-                                                  "level": level, "folder": str(job)}))
+                                                  "level": level, "folder": str(job), "homework": homework}))
         try:
             report = server(preload).submit(job / "job.json")
         except (OSError, RuntimeError) as error:
@@ -237,7 +239,8 @@ def _judge(job_file: Path, report: int) -> None:
         job = json.loads(job_file.read_text())
         tempfile.tempdir = job["folder"]
         from grader.suites import runner
-        tests = runner.judge(Path(job["submission"]), None, Limits(**job["limits"]), job["level"])
+        tests = runner.judge(Path(job["submission"]), None, Limits(**job["limits"]), job["level"],
+                             homework=job["homework"])
         _send(report, {"tests": tests})
     except BaseException as error:  # noqa: B902 - tell the host, whatever it is
         try:

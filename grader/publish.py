@@ -19,7 +19,9 @@ from grader.ranking import BOTTOM_POINTS, MIDDLE_POINTS, TOP_POINTS, Row, origin
 
 CSV_COLUMNS = ["rank", "student_id", "accuracy", "compression_rate", "compressed_bytes", "qualified", "points",
                "status"]
-FINAL_COLUMNS = ["student_id", *homework.PART_NAMES, homework.RANKING_NAME, "total"]
+FINAL_COLUMNS = ["student_id", *homework.PART_NAMES, homework.RANKING_NAME, homework.DEPLOY_COLUMN, "total"]
+"""final_grades.csv: Part 1's parts, the ranking, Part 2's total, and the total (Part 1's code and ranking, plus
+Part 2's points when ``homework.DEPLOY_SCORING`` is ``"bonus"``)."""
 TIER_COLOURS = {TOP_POINTS: "#1a9850", MIDDLE_POINTS: "#f39c12", BOTTOM_POINTS: "#4575b4"}
 BELOW_GATE_COLOUR = "#c0392b"
 TIER_RULE = ("Qualified models (accuracy strictly above the gate) are ranked by compression rate. With n of them, "
@@ -208,14 +210,18 @@ def _number(text: Optional[str]) -> float:
 
 
 def final_grades(rows: Sequence[Row], grades: Mapping[str, Mapping[str, str]]) -> List[Dict[str, str]]:
-    """Merge the grader's parts with the ranking points; a student found in only one of them still gets a row."""
+    """Merge the grader's parts with the ranking points; a student found in only one of them still gets a row.
+    Part 2 counts in the total only as a bonus (``homework.counted_parts``)."""
     points = {row.entry.student_id: row.points for row in rows}
     merged = []
     for student_id in sorted(set(points) | set(grades)):
-        parts = {part: _number(grades.get(student_id, {}).get(part)) for part in homework.PART_NAMES}
+        graded = grades.get(student_id, {})
+        parts = {part: _number(graded.get(part)) for part in homework.PART_NAMES}
+        bonus = sum(_number(graded.get(part)) for part in homework.counted_parts() if part not in parts)
         ranking = points.get(student_id, 0)
-        merged.append({"student_id": student_id, **{p: f"{v:g}" for p, v in parts.items()},
-                       "ranking": str(ranking), "total": f"{sum(parts.values()) + ranking:g}"})
+        deploy = _number(graded.get(homework.DEPLOY_COLUMN))
+        merged.append({"student_id": student_id, **{p: f"{v:g}" for p, v in parts.items()}, "ranking": str(ranking),
+                       homework.DEPLOY_COLUMN: f"{deploy:g}", "total": f"{sum(parts.values()) + ranking + bonus:g}"})
     return merged
 
 

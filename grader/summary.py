@@ -24,12 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
+from grader import homework
 from grader.files import write_atomic
 
 if TYPE_CHECKING:
     from grader.grade import Results
 
 TOP_TESTS = 10
+PLOTS_PER_ROW = 5
+"""Histograms side by side in the plot of the parts (Part 1's and Part 2's parts make two rows)."""
 TOP_MESSAGES = 3
 MESSAGE_CHARS = 240
 
@@ -73,13 +76,14 @@ def load_results(folder: Path) -> ClassResults:
 
 
 def part_scores(results: ClassResults) -> Dict[str, List[float]]:
-    """Each part's scores over the class, and the code total's (``"total"``)."""
+    """Each part's scores over the class, the code total's (``"total"``) and Part 2's total."""
     scores: Dict[str, List[float]] = {part: [] for part in results.parts}
-    scores["total"] = []
+    scores["total"], scores[homework.DEPLOY_COLUMN] = [], []
     for student in results.students.values():
         for part in results.parts:
             scores[part].append(student.parts.get(part, 0.0))
         scores["total"].append(student.score)
+        scores[homework.DEPLOY_COLUMN].append(student.deploy_score)
     return scores
 
 
@@ -169,16 +173,21 @@ def plot_parts(scores: Dict[str, List[float]], maxima: Dict[str, float]) -> str:
     import matplotlib.pyplot as plt
     import matplotlib.ticker
     names = list(scores)
-    figure, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 2.8), squeeze=False)
-    for axis, name in zip(axes[0], names):
-        top = maxima.get(name) or max(scores[name], default=1) or 1
+    columns = min(len(names), PLOTS_PER_ROW)
+    rows = -(-len(names) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.8 * rows), squeeze=False)
+    for axis, name in zip(axes.flat, names):
+        of = maxima.get(name) or 0
+        top = max(of, max(scores[name], default=0)) or 1  # bonus points may pass the maximum
         axis.hist(scores[name], bins=min(20, max(5, int(top))), range=(0, top), color="#4575b4", edgecolor="white")
-        axis.set_title(f"{name} (of {top:g})", fontsize=9)
+        axis.set_title(f"{name} (of {of or top:g})", fontsize=9)
         axis.set_xlabel("points", fontsize=8)
         axis.tick_params(labelsize=7)
-    for axis in axes[0]:
         axis.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    axes[0][0].set_ylabel("students", fontsize=8)
+    for axis in list(axes.flat)[len(names):]:
+        axis.set_visible(False)
+    for row in axes:
+        row[0].set_ylabel("students", fontsize=8)
     figure.tight_layout()
     return _png(figure)
 
@@ -215,7 +224,9 @@ class Summary:
         return Counter(r.status.split(":")[0] for r in self.results.students.values()).most_common()
 
     def maxima(self) -> Dict[str, float]:
-        return {**self.results.parts, "total": sum(self.results.parts.values())}
+        parts = self.results.parts
+        return {**parts, "total": sum(parts.get(part, 0.0) for part in homework.PART_NAMES),
+                homework.DEPLOY_COLUMN: sum(parts.get(part, 0.0) for part in homework.DEPLOY_PART_NAMES)}
 
     def distribution(self) -> List[Tuple[str, Dict[str, str]]]:
         scores, maxima = part_scores(self.results), self.maxima()

@@ -5,7 +5,9 @@
 Run it from inside the assignment folder. It
 
 1. writes STUDENT_ID.zip holding the files that are graded (``homework.py``
-   lists them: ``STUDENT_FILES``);
+   lists them: ``STUDENT_FILES``, and Part 2's ``DEPLOY_STUDENT_FILES`` when
+   this folder holds ``deploy/``), and says what Part 2 still lacks: a missing
+   ``deploy/`` file, a TODO whose stub is still there;
 2. runs the visible tests in tests/ (the grader runs more tests, hidden ones);
 3. checks your model by the leaderboard's own rules: it loads it the safe way
    the leaderboard does (nothing in the file is run), and it must hold the 16
@@ -35,7 +37,8 @@ import zipfile
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from homework import GATE, MAX_DISTINCT_VALUES, MODEL, MODEL_SUFFIX, STUDENT_FILES, STUDENT_ID, TEST_IMAGES
+from homework import (DEPLOY_NAME, DEPLOY_POINTS, DEPLOY_STUDENT_FILES, GATE, MAX_DISTINCT_VALUES, MODEL,
+                      MODEL_SUFFIX, STUDENT_FILES, STUDENT_ID, TEST_IMAGES)
 
 HANDOUT = Path(__file__).resolve().parent
 LOGGED_ACCURACY = re.compile(r"^(accuracy_after_weight_sharing|accuracy_after_huffman) ([0-9.]+) "
@@ -43,6 +46,8 @@ LOGGED_ACCURACY = re.compile(r"^(accuracy_after_weight_sharing|accuracy_after_hu
 """The lines ``util.log_accuracy`` writes for the model you hand in (the last one counts)."""
 MAX_BITS = 8
 """A weight layer with more distinct non-zero values than 2**MAX_BITS was probably not weight-shared."""
+STUB = re.compile(r"^\s*raise NotImplementedError\(\"TODO ([^\"]+)\"\)", re.MULTILINE)
+"""A TODO of the handout that is not written yet: its stub is still in the file."""
 
 
 class CheckError(Exception):
@@ -50,16 +55,32 @@ class CheckError(Exception):
 
 
 def pack(student_id: str, out: Path) -> Path:
-    """Write ``out/STUDENT_ID.zip`` with the graded files; return its path."""
+    """Write ``out/STUDENT_ID.zip`` with the graded files (Part 2's that are here too); return its path."""
     missing = [name for name in STUDENT_FILES if not (HANDOUT / name).is_file()]
     if missing:
         raise CheckError(f"missing from {HANDOUT}: {', '.join(missing)} (each missing file costs the points of "
                          "its TODOs)")
     archive = out / f"{student_id}.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name in STUDENT_FILES:
+        for name in STUDENT_FILES + tuple(f for f in DEPLOY_STUDENT_FILES if (HANDOUT / f).is_file()):
             zf.write(HANDOUT / name, name)
     return archive
+
+
+def check_deploy() -> List[str]:
+    """Print what Part 2 (``deploy/``) hands in and which of its TODOs are still stubs; return the problems."""
+    if not (HANDOUT / DEPLOY_NAME).is_dir():
+        print(f"Part 2: not handed in (there is no {DEPLOY_NAME}/ folder here), so its {DEPLOY_POINTS:g} points "
+              f"score 0; to do it, copy the handout's {DEPLOY_NAME}/ folder back")
+        return []
+    here = [f for f in DEPLOY_STUDENT_FILES if (HANDOUT / f).is_file()]
+    print(f"Part 2: packed {len(here)} of {len(DEPLOY_STUDENT_FILES)} files ({', '.join(here) or 'none'})")
+    stubs = [todo for f in here for todo in STUB.findall((HANDOUT / f).read_text(encoding="utf-8", errors="replace"))]
+    if stubs:
+        print(f"note: {len(stubs)} Part 2 TODOs are not written yet (their tests score 0): {', '.join(stubs)}")
+    missing = [f for f in DEPLOY_STUDENT_FILES if f not in here]
+    return [f"missing from {HANDOUT / DEPLOY_NAME}: {', '.join(missing)} (each missing file costs the points of its "
+            "Part 2 TODOs)"] if missing else []
 
 
 def run_visible_tests() -> bool:
@@ -239,6 +260,7 @@ def main(argv=None) -> int:
         print(f"code: wrote {pack(args.student_id, args.out)}")
     except (CheckError, OSError) as error:
         problems.append(str(error))
+    problems += check_deploy()
     if not args.skip_tests and not run_visible_tests():
         problems.append("some visible tests fail")
     try:

@@ -99,4 +99,9 @@ def test_the_handout_readme_is_written_from_the_homeworks_facts():
         assert all(f"`{todo}`" in text for todo in part.todos) and f"| {part.points:g} |" in text
     assert f"strictly above {float(homework.GATE):g}%" in text and f"{original_bytes():,} bytes" in text
     assert all(f"`{name}`" in text for name in homework.STUDENT_FILES)
+    part2 = text.split("## Part 2")[1].split("## What to hand in")[0]
+    for part in homework.DEPLOY_PARTS:
+        assert all(f"`{todo}`" in part2 for todo in part.todos) and f"| {part.points:g} |" in part2
+    assert f"{homework.DEPLOY_POINTS:g} points" in part2 and "python -m deploy.pipeline" in part2
+    assert all(f"`{name}`" in part2 for name in homework.DEPLOY_STUDENT_FILES)
     assert "../shared" not in text and "solutions/" not in text

@@ -15,7 +15,7 @@ from grader import homework
 
 REPO = Path(__file__).resolve().parent.parent
 SOLUTIONS, ASSIGNMENT = REPO / "solutions", REPO / "assignment"
-PACKED = set(homework.STUDENT_FILES)
+PACKED = set(homework.STUDENT_FILES + homework.DEPLOY_STUDENT_FILES)
 
 
 def python(args, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -76,6 +76,7 @@ def test_a_good_submission_is_packed_checked_and_copied(handout, models, tmp_pat
     assert "visible tests: 9 passed" in result.stdout and "16 tensors" in result.stdout
     assert "accuracy: 74.90% on 10,000 test images" in result.stdout and "Ready: upload" in result.stdout
     assert "file compression rate (your encoder): " in result.stdout
+    assert "Part 2: packed 5 of 5 files" in result.stdout and "not written yet" not in result.stdout
     with zipfile.ZipFile(tmp_path / "108062345.zip") as archive:
         assert set(archive.namelist()) == PACKED
     assert (tmp_path / "108062345.ptmodel").read_bytes() == paths["good"].read_bytes()
@@ -136,6 +137,27 @@ def test_a_missing_file_is_reported(handout, tmp_path):
     (broken / "pruning.py").unlink()
     result = check(broken, "s4", "--model", tmp_path / "none.ptmodel", "--out", tmp_path)
     assert result.returncode == 1 and "missing from" in result.stdout and "pruning.py" in result.stdout
+
+
+def test_part_two_is_packed_and_what_it_lacks_is_said(handout, tmp_path):
+    """A missing deploy/ file is a problem; stubs still there are named; no deploy/ at all: Part 2 not handed in."""
+    student = tmp_path / "assignment"
+    shutil.copytree(handout, student)
+    shutil.copyfile(ASSIGNMENT / "deploy" / "distill.py", student / "deploy" / "distill.py")  # the stub, unwritten
+    (student / "deploy" / "int8.py").unlink()
+    result = check(student, "p2", "--model", tmp_path / "none.ptmodel", "--out", tmp_path)
+    assert "Part 2: packed 4 of 5 files" in result.stdout
+    assert "1 Part 2 TODOs are not written yet (their tests score 0): deploy/distill.py: distillation_loss" \
+        in result.stdout
+    assert "missing from" in result.stdout and "deploy/int8.py (each missing file costs" in result.stdout
+    with zipfile.ZipFile(tmp_path / "p2.zip") as archive:
+        assert set(archive.namelist()) == PACKED - {"deploy/int8.py"}
+    shutil.rmtree(student / "deploy")
+    result = check(student, "p3", "--model", tmp_path / "none.ptmodel", "--out", tmp_path)
+    assert "Part 2: not handed in (there is no deploy/ folder here)" in result.stdout
+    assert "deploy/" not in result.stdout.split("Fix these before you upload")[1]  # a note, not a problem
+    with zipfile.ZipFile(tmp_path / "p3.zip") as archive:
+        assert set(archive.namelist()) == set(homework.STUDENT_FILES)
 
 
 def test_the_visible_tests_fail_on_the_untouched_skeleton():

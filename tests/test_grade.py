@@ -138,7 +138,8 @@ class TestClass:
         _, out, expected, _ = graded_class
         for sid in expected:
             results = results_of(out, sid)
-            assert results["max_score"] == 90 and results["score"] == sum(t["score"] for t in results["tests"])
+            assert results["max_score"] == 90 and results["score"] == sum(t["score"] for t in results["tests"]
+                                                                          if t["tags"][0] in homework.PART_NAMES)
             assert json.dumps(results, allow_nan=False)
             for test in results["tests"]:
                 assert set(test) >= {"name", "score", "max_score", "output", "visibility", "status", "tags"}
@@ -148,11 +149,26 @@ class TestClass:
             assert results["extra_data"]["sandbox"] == box.describe(ISOLATION)
             text = (out / "feedback" / f"{sid}.md").read_text()
             assert all(test["name"] in text for test in results["tests"])
-        assert "Missing from the submission: pruning.py" in (out / "feedback" / "nopruning.md").read_text()
-        assert results_of(out, "nopruning")["extra_data"]["missing"] == ["pruning.py"]
+        assert "Missing from the submission: pruning.py;" in (out / "feedback" / "nopruning.md").read_text()
+        assert results_of(out, "nopruning")["extra_data"]["missing"] == ["pruning.py",
+                                                                        *homework.DEPLOY_STUDENT_FILES]
         crashed = [t for t in results_of(out, "segfault")["tests"] if t["tags"][0] == "huffman"]
         assert crashed and all("crashed with a segmentation fault (SIGSEGV) during this test" in t["output"]
                                for t in crashed)
+
+    def test_without_deploy_part_two_scores_zero_and_says_what_to_add(self, graded_class):
+        _, out, expected, _ = graded_class
+        todos = {todo for part in homework.DEPLOY_PARTS for todo in part.todos}
+        for sid in GRADED:  # none of the class hands in deploy/
+            tests = [t for t in results_of(out, sid)["tests"] if t["tags"][0] in homework.DEPLOY_PART_NAMES]
+            assert sum(t["max_score"] for t in tests) == homework.DEPLOY_POINTS
+            assert {t["tags"][1] for t in tests} == todos
+            assert all(t["score"] == 0 and t["output"] == grade.DEPLOY_ABSENT for t in tests)
+            feedback = (out / "feedback" / f"{sid}.md").read_text()
+            assert grade.DEPLOY_ABSENT in feedback and "Part 2 (deploy/): 0/40 points" in feedback
+            row = read_grades(out)[sid]
+            assert row["deploy_total"] == "0" and all(row[p] == "0" for p in homework.DEPLOY_PART_NAMES)
+        assert "hand in deploy/channels.py" in grade.DEPLOY_ABSENT and "check_submission.py" in grade.DEPLOY_ABSENT
 
     def test_grades_csv_records_the_isolation(self, graded_class):
         _, out, expected, _ = graded_class
@@ -219,7 +235,8 @@ def test_auto_isolation_refuses_without_a_sandbox_and_basic_grades(tmp_path, mon
     assert not list((out / "results").glob("*.json"))
     assert grade.main([str(tmp_path / "class"), "--out", str(out), "--no-progress", "--isolation", "basic"]) == 0
     assert read_grades(out)["skeleton"] == {"student_id": "skeleton", "prune": "0", "quantize": "0", "huffman": "0",
-                                            "code_total": "0", "status": "ok", "isolation": "basic"}
+                                            "code_total": "0", **dict.fromkeys(homework.DEPLOY_PART_NAMES, "0"),
+                                            "deploy_total": "0", "status": "ok", "isolation": "basic"}
     assert results_of(out, "skeleton")["extra_data"]["sandbox"] == box.describe("basic")
 
 
@@ -268,3 +285,95 @@ def test_submission_discovery(tmp_path):
     assert sorted(found) == ["1", "2", "3", "4", "5", "6"]
     assert sorted(p.name for p in ignored) == ["a.ptmodel", "notes.txt"]
     assert homework.student_id("a/b\\c\x01") == "a_b_c_" and homework.student_id(" Li Wei ") == "Li_Wei"
+
+
+# --------------------------------------------------------------------------- Part 2 (deploy/)
+
+
+def deploy_files(base: Path) -> dict:
+    """Part 2's student files of ``base`` (``deploy/*.py`` of ``homework.DEPLOY_STUDENT_FILES``), as bytes."""
+    return {name: (base / name).read_bytes() for name in homework.DEPLOY_STUDENT_FILES}
+
+
+def scored(parts: dict, missing=()) -> grade.Results:
+    """Results whose tests score ``parts[part] = (score, max_score)``, one test per part."""
+    tests = tuple(grade.TestResult(f"t_{part}", part, "todo", score, maximum) for part, (score, maximum) in parts.items())
+    return grade.Results("s", "s.zip", "h", "v", "ok", "basic", tests, tuple(missing))
+
+
+@pytest.mark.parametrize("scoring", homework.DEPLOY_SCORINGS)
+def test_part_two_counts_as_deploy_scoring_says(monkeypatch, scoring):
+    """One setting, ``homework.DEPLOY_SCORING``: Part 2 is its own total, or a bonus in the code total."""
+    from grader import publish
+    monkeypatch.setattr(homework, "DEPLOY_SCORING", scoring)
+    results = scored({"prune": (50, 70), "quantize": (10, 10), "huffman": (0, 10), "channels": (12, 12),
+                      "onnx": (3, 10)})
+    bonus = scoring == "bonus"
+    assert (results.score, results.max_score) == ((75 if bonus else 60), 90)  # bonus points go on top of 90
+    assert (results.deploy_score, results.deploy_max) == (15, 22) and results.deploy_handed_in
+    assert results.to_gradescope()["score"] == results.score
+    assert ("bonus points on top of Part 1" if bonus else "a separate total") in results.summary()
+    (row,) = grade_rows_of([results])
+    assert (row["code_total"], row["deploy_total"], row["channels"], row["onnx"]) == \
+        ("75" if bonus else "60", "15", "12", "3")
+    (final,) = publish.final_grades([], {"s": row})
+    assert final["total"] == ("75" if bonus else "60") and final["deploy_total"] == "15"
+    assert list(final) == publish.FINAL_COLUMNS
+    monkeypatch.setattr(homework, "DEPLOY_SCORING", "both")
+    with pytest.raises(ValueError, match="DEPLOY_SCORING must be one of"):
+        results.score
+
+
+def grade_rows_of(results) -> list:
+    """grades.csv's rows for ``results``, as ``grade.write_grades`` would write them."""
+    with tempfile.TemporaryDirectory() as folder:
+        for one in results:
+            grade.save(Path(folder), one)
+        return grade.grade_rows(Path(folder))
+
+
+def test_a_results_document_with_part_two_reads_back_the_same():
+    results = scored({"prune": (70, 70), "lowrank": (4, 8)}, missing=("deploy/int8.py",))
+    assert grade.Results.from_json(results.to_gradescope()) == results
+    assert "Missing from Part 2: deploy/int8.py" in results.summary()
+    document = results.to_gradescope()
+    document["tests"][1]["extra_data"]["part"] = "speed"
+    with pytest.raises(ValueError, match="part is unknown"):
+        grade.Results.from_json(document)
+
+
+def test_deploy_folder_is_found_nested_and_staged_and_alone_is_not_rejected(tmp_path):
+    from grader import archives
+    files = {**{f"hw/{n}": d for n, d in student_files(REPO / "solutions").items()},
+             **{f"hw/{n}": d for n, d in deploy_files(REPO / "solutions").items()}, "hw/deploy/notes.py": b"x = 1\n"}
+    staged = archives.prepare(write_tree(tmp_path / "both", files), tmp_path / "w1")
+    assert sorted(p.relative_to(staged / "deploy").as_posix() for p in (staged / "deploy").iterdir()) == \
+        sorted(Path(f).name for f in homework.DEPLOY_STUDENT_FILES)
+    assert grade._missing(staged) == ()
+    alone = archives.prepare(write_tree(tmp_path / "alone", {n: d for n, d in files.items() if "deploy/" in n}),
+                             tmp_path / "w2")
+    assert grade._missing(alone) == homework.STUDENT_FILES  # Part 1 scores 0, Part 2 is graded
+    write_tree(tmp_path / "twice", {"a/deploy/channels.py": b"", "b/deploy/lowrank.py": b""})
+    with pytest.raises(archives.Rejected, match="found 2 deploy/ folders"):
+        archives.prepare(tmp_path / "twice", tmp_path / "w3")
+
+
+@pytest.mark.heavy
+@pytest.mark.timeout(1200)
+def test_part_two_is_graded_in_the_box_and_its_bug_loses_points_there(tmp_path):
+    """The reference with Part 2 gets 90 and 40; a Part 2 bug (``DEPLOY_BUGS``) loses points on its own TODO
+    through ``grade``, as through the runner. Two Part 2 gradings: about two minutes on 2 cores."""
+    from grader import variants
+    bug = "kd_temperature_not_squared"
+    full = {**student_files(REPO / "solutions"), **deploy_files(REPO / "solutions")}
+    folder = tmp_path / "class"
+    folder.mkdir()
+    make_zip(folder / "full.zip", {f"hw/{name}": data for name, data in full.items()})  # nested, as students pack
+    variants.apply(bug, write_tree(folder / "buggy", full))
+    assert grade.main([str(folder), "--out", str(tmp_path / "out"), *OPTIONS]) == 0
+    rows = read_grades(tmp_path / "out")
+    assert {sid: (row["code_total"], row["deploy_total"]) for sid, row in rows.items()}["full"] == ("90", "40")
+    assert rows["buggy"]["code_total"] == "90" and float(rows["buggy"]["deploy_total"]) < 40
+    lost = [t for t in results_of(tmp_path / "out", "buggy")["tests"] if t["score"] < t["max_score"]]
+    assert lost and {t["tags"][1] for t in lost} == {variants.bug(bug).todo}
+    assert grade.DEPLOY_ABSENT not in (tmp_path / "out" / "feedback" / "full.md").read_text()

@@ -11,7 +11,7 @@ import pytest
 
 import torch
 
-from grader import box, gradescope, measure
+from grader import box, grade, gradescope, homework, measure
 from tests.test_archives import make_zip, solution_files
 from tests.test_leaderboard import shared_state
 from tests.tinycifar import write_tiny_cifar
@@ -35,13 +35,17 @@ def test_bundle_holds_scripts_judge_box_worker_suites_solutions_and_pinned_requi
             "grader/box.py", "grader/judge.py", "grader/worker/serve.py", "grader/worker/ops.py",
             "grader/worker/protocol.py", "grader/archives.py", "grader/grade.py", "solutions/util.py",
             "solutions/net/prune.py"} <= names
+    assert {"grader/suites/deploy/test_channels.py", "grader/suites/deploy/test_onnx.py", "grader/worker/deploy_ops.py",
+            "solutions/deploy/channels.py", "solutions/deploy/legacy_quant.py"} <= names  # Part 2
     assert "grader/sandbox.py" not in names and "grader/variants.py" not in names
     assert not any("__pycache__" in name or name.endswith(".pyc") for name in names)
     assert modes["run_autograder"] & 0o111 and modes["setup.sh"] & 0o111
     assert "torch==" in requirements and "scikit-learn==" in requirements and "pytest-timeout==" in requirements
-    assert "--isolation auto" in run_autograder and "bubblewrap" in setup
-    with zipfile.ZipFile(gradescope.build(tmp_path / "basic.zip", isolation="basic")) as zf:
+    assert all(f"{name}==" in requirements for name in ("onnx", "onnxruntime", "onnxscript"))  # Part 2's box
+    assert "--isolation auto" in run_autograder and "--total code" in run_autograder and "bubblewrap" in setup
+    with zipfile.ZipFile(gradescope.build(tmp_path / "basic.zip", isolation="basic", total="deploy")) as zf:
         assert "--isolation basic" in zf.read("run_autograder").decode()
+        assert "--total deploy" in zf.read("run_autograder").decode()
     assert gradescope.build(tmp_path / "again.zip").read_bytes() == bundle.read_bytes()  # reproducible
 
 
@@ -94,7 +98,12 @@ def test_run_autograder_grades_a_submission_like_gradescope(bundle, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((root / "results" / "results.json").read_text())
     assert results["score"] == 90 and results["max_score"] == 90, results["output"]
-    assert len(results["tests"]) >= 10 and all(t["score"] == t["max_score"] for t in results["tests"])
+    part1 = [t for t in results["tests"] if t["tags"][0] in homework.PART_NAMES]
+    assert len(part1) >= 10 and all(t["score"] == t["max_score"] for t in part1)
+    part2 = [t for t in results["tests"] if t["tags"][0] in homework.DEPLOY_PART_NAMES]  # no deploy/ handed in
+    assert sum(t["max_score"] for t in part2) == homework.DEPLOY_POINTS and len(part1) + len(part2) == len(results["tests"])
+    assert all(t["score"] == 0 and t["output"] == grade.DEPLOY_ABSENT for t in part2)
+    assert grade.DEPLOY_ABSENT in results["output"]
     assert results["extra_data"]["student_id"] == "108062345" and results["extra_data"]["status"] == "ok"
     assert results["extra_data"]["isolation"] == box.strongest_level()[0]  # auto: the strongest box there
     assert {"name", "score", "max_score", "output", "visibility"} <= set(results["tests"][0])
@@ -106,6 +115,16 @@ def test_run_autograder_grades_a_submission_like_gradescope(bundle, tmp_path):
     assert board["compressed bytes"] == {"name": "compressed bytes", "value": measured.compressed_bytes,
                                          "order": "asc"}
     assert all(set(item) <= {"name", "value", "order"} for item in results["leaderboard"])
+
+
+def test_a_part_two_bundle_scores_part_two_alone():
+    """``--total deploy``: results.json's score is Part 2's own total (a Gradescope assignment of its own)."""
+    tests = (grade.TestResult("a", "prune", "t", 70, 70), grade.TestResult("b", "channels", "t", 5, 12),
+             grade.TestResult("c", "onnx", "t", 10, 10))
+    results = grade.Results("s", "s.zip", "h", "v", "ok", "basic", tests)
+    assert (gradescope.document_of(results)["score"], gradescope.document_of(results)["max_score"]) == (70, 70)
+    document = gradescope.document_of(results, "deploy")
+    assert (document["score"], document["max_score"]) == (15, 22) and len(document["tests"]) == 3
 
 
 def test_leaderboard_field_without_a_model_or_with_two(tmp_path):
