@@ -25,7 +25,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple
 
 from grader import resubmit, shards
 from grader.files import write_atomic
@@ -58,52 +58,63 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def discover(folder: Path, shard: Optional[shards.Shard] = None) -> Tuple[List[Submission], Dict[str, str]]:
-    """The ``*.ptmodel`` files of ``folder`` (of the students of ``shard`` only, when given), and the problem of
+def discover(folder: Path, shard: Optional[shards.Shard] = None, suffix: str = SUFFIX,
+             max_bytes: Optional[int] = None, too_big: Optional[Callable[[int], str]] = None,
+             ) -> Tuple[List[Submission], Dict[str, str]]:
+    """The ``*<suffix>`` files of ``folder`` (of the students of ``shard`` only, when given), and the problem of
     each file that cannot be a submission.
 
     Problems are keyed by a printable version of the name. Nothing is read from a file that is not a
-    regular file (a symlink, a FIFO) or is over the size limit, nor from another shard's files.
+    regular file (a symlink, a FIFO) or is over ``max_bytes`` (``too_big(size)`` says why), nor from another
+    shard's files. The defaults are Part 1's: ``.ptmodel`` files and the safe loader's limit.
     """
-    from grader.safeload import MAX_FILE_BYTES
+    if max_bytes is None:
+        from grader.safeload import MAX_FILE_BYTES as max_bytes
+    if too_big is None:
+        too_big = lambda size: (f"invalid: the file is {size:,} bytes; the homework's model in "  # noqa: E731
+                                f"float32 is {original_bytes():,}")
     submissions: Dict[str, Submission] = {}
     rejected: Dict[str, str] = {}
-    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() == SUFFIX):
+    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() == suffix):
         student_id = homework.student_id(path.stem)
         if not shards.belongs(resubmit.split(student_id)[0], shard):
             continue
         if path.is_symlink() or not path.is_file():
-            rejected[student_id] = f"invalid: {student_id}{SUFFIX} must be a regular file"
+            rejected[student_id] = f"invalid: {student_id}{suffix} must be a regular file"
         elif student_id in submissions or student_id in rejected:
             submissions.pop(student_id, None)
-            rejected[student_id] = "invalid: more than one .ptmodel for this student"
-        elif path.stat().st_size > MAX_FILE_BYTES:
-            rejected[student_id] = (f"invalid: the file is {path.stat().st_size:,} bytes; the homework's model in "
-                                    f"float32 is {original_bytes():,}")
+            rejected[student_id] = f"invalid: more than one {suffix} for this student"
+        elif path.stat().st_size > max_bytes:
+            rejected[student_id] = too_big(path.stat().st_size)
         else:
             submissions[student_id] = Submission(student_id, path, file_sha256(path))
     return list(submissions.values()), rejected
 
 
 class ResultCache:
-    """One JSON file per student in ``folder``; a result counts only for the same file hash and key."""
+    """One JSON file per student in ``folder``; a result counts only for the same file hash and key.
 
-    def __init__(self, folder: Path, key: str) -> None:
-        self.folder, self.key = folder, key
+    ``kind`` is the measurement class (with ``to_dict``/``from_dict``): Part 1's ``grader.measure.Measurement``
+    by default."""
+
+    def __init__(self, folder: Path, key: str, kind: Optional[type] = None) -> None:
+        self.folder, self.key, self.kind = folder, key, kind
         folder.mkdir(parents=True, exist_ok=True)
 
     def _path(self, student_id: str) -> Path:
         return self.folder / f"{student_id}.json"
 
     def get(self, submission: Submission):
-        from grader.measure import Measurement
+        if self.kind is None:
+            from grader.measure import Measurement
+            self.kind = Measurement
         try:
             data = json.loads(self._path(submission.student_id).read_text())
         except (OSError, ValueError):
             return None
         if data.get("sha256") != submission.sha256 or data.get("key") != self.key:
             return None
-        return Measurement.from_dict(data["measurement"])
+        return self.kind.from_dict(data["measurement"])
 
     def put(self, submission: Submission, measurement) -> None:
         record = {"sha256": submission.sha256, "key": self.key, "measurement": measurement.to_dict()}
@@ -128,24 +139,29 @@ def _measure_task(submission: Submission, evaluator):
 
 
 def measure_all(submissions: Sequence[Submission], cache: ResultCache, evaluator, jobs: int = 1,
-                timeout: float = DEFAULT_TIMEOUT, progress: bool = True) -> Dict[str, "measure.Measurement"]:
+                timeout: float = DEFAULT_TIMEOUT, progress: bool = True, setup: Optional[Callable] = None,
+                task: Optional[Callable] = None, kind: Optional[type] = None) -> Dict[str, "measure.Measurement"]:
     """Measure every submission not already in ``cache``; return all results by id.
 
     ``jobs`` worker processes measure in parallel, each model within ``timeout`` seconds; ``jobs=0``
-    measures in this process instead (no timeout: for debugging and tests).
+    measures in this process instead (no timeout: for debugging and tests). ``setup(evaluator, threads)``
+    runs once per worker and ``task(submission, state)`` measures one file; ``kind`` is the measurement
+    class a failure is reported as. The defaults are Part 1's (whose ``jobs=0`` runs no set-up).
     """
     from tqdm import tqdm
 
-    from grader.measure import Measurement
     from grader.workerpool import Failure, run_tasks
 
+    if kind is None:
+        from grader.measure import Measurement as kind
+    own_setup, setup, task = setup, setup or _setup_worker, task or _measure_task
     results = {s.student_id: cached for s in submissions if (cached := cache.get(s)) is not None}
     todo = [s for s in submissions if s.student_id not in results]
     bar = tqdm(total=len(submissions), initial=len(results), desc="measuring", unit="model", disable=not progress)
 
     def on_result(submission: Submission, outcome) -> None:
         if isinstance(outcome, Failure):  # not cached: a crash or a timeout may not happen again
-            outcome = Measurement(submission.student_id, problem=f"error: {outcome.reason}")
+            outcome = kind(submission.student_id, problem=f"error: {outcome.reason}")
         else:
             cache.put(submission, outcome)
         results[submission.student_id] = outcome
@@ -155,15 +171,15 @@ def measure_all(submissions: Sequence[Submission], cache: ResultCache, evaluator
     threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
     try:
         if jobs == 0:  # in this process: no timeout, no isolation (debugging, tests)
+            state = own_setup(evaluator, threads) if own_setup else evaluator  # Part 1 needs no set-up here
             for submission in todo:
                 try:
-                    outcome = _measure_task(submission, evaluator)
+                    outcome = task(submission, state)
                 except Exception as error:
                     outcome = Failure(f"{type(error).__name__}: {error}")
                 on_result(submission, outcome)
         else:
-            run_tasks(todo, _setup_worker, (evaluator, threads), _measure_task, on_result, jobs=jobs,
-                      timeout=timeout)
+            run_tasks(todo, setup, (evaluator, threads), task, on_result, jobs=jobs, timeout=timeout)
     finally:
         bar.close()
     return results
