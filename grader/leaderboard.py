@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import csv
 import hashlib
+import importlib
 import io
 import json
 import os
@@ -214,16 +215,39 @@ def run(submissions_dir: Path, out_dir: Path, evaluator, gate: str = homework.GA
     return [] if shard else publish_class(out_dir)
 
 
-def publish_class(out_dir: Path) -> List:
-    """Rank the whole class from every shard's measurements in ``out_dir`` and write every published file;
-    return the rows. ``ShardError`` when the shards do not fit together (:func:`grader.shards.collect`)."""
-    from grader import publish
-    from grader.measure import Measurement
-    from grader.ranking import Entry, rank_entries
+@dataclass(frozen=True)
+class Board:
+    """What tells one leaderboard from the other when ranking and publishing (the steps are shared)."""
 
-    done = shards.collect(out_dir, "leaderboard")
+    kind: str
+    """Its kind of shard marker (``grader/shards.py``)."""
+    suffix: str
+    measurement: str
+    """``module:Class`` of its measurements (imported when used)."""
+    layout: str
+    """``module:NAME`` of its ``grader.publish.Layout``."""
+
+    def load(self, name: str):
+        module, attribute = getattr(self, name).split(":")
+        return getattr(importlib.import_module(module), attribute)
+
+
+COMPRESSION = Board("leaderboard", SUFFIX, "grader.measure:Measurement", "grader.publish:COMPRESSION")
+"""Part 1's leaderboard."""
+
+
+def publish_class(out_dir: Path, board: Board = COMPRESSION, entry_of: Optional[Callable] = None) -> List:
+    """Rank the whole class from every shard's measurements in ``out_dir`` and write every published file;
+    return the rows. ``ShardError`` when the shards do not fit together (:func:`grader.shards.collect`).
+    ``entry_of(measurement)`` is the ranking's entry of a measurement (default: ``measurement.entry()``)."""
+    from grader import publish
+    from grader.ranking import rank_entries
+
+    kind = board.load("measurement")
+    entry_of = entry_of or (lambda measurement: measurement.entry())
+    done = shards.collect(out_dir, board.kind)
     settings = done.settings
-    cache = ResultCache(out_dir / "cache", done.version)
+    cache = ResultCache(out_dir / "cache", done.version, kind)
     results, entries = {}, []
     for sid, facts in sorted(done.students.items()):
         if "sha256" in facts:
@@ -233,24 +257,27 @@ def publish_class(out_dir: Path) -> List:
                                         f"shard {shards.shard_of(sid, done.n)}/{done.n} recorded.\n"
                                         "Run that shard again with the same command.")
         elif "failed" in facts:
-            results[sid] = Measurement(sid, problem=str(facts["failed"]))
+            results[sid] = kind(sid, problem=str(facts["failed"]))
         else:
-            entries.append(Entry(sid, problem=str(facts["rejected"])))
+            results[sid] = kind(sid, problem=str(facts["rejected"]))
     try:
-        grade_rows = read_grades(Path(settings["grades"])) if settings["grades"] else {}
+        grade_rows = read_grades(Path(settings["grades"])) if settings.get("grades") else {}
     except (OSError, KeyError, ValueError) as error:
         raise shards.ShardError(f"cannot merge {out_dir}: the grades file {settings['grades']} the shards were "
                                 f"given cannot be read ({error}).\nPut it back, or run the shards again with "
                                 "another --grades.") from None
-    entries += [measurement.entry() for measurement in results.values()]
-    entries += [Entry(student_id, problem="missing: no .ptmodel submitted")
+    entries += [entry_of(measurement) for measurement in results.values()]
+    entries += [entry_of(kind(student_id, problem=f"missing: no {board.suffix} submitted"))
                 for student_id in grade_rows if student_id not in done.students]
     rows = rank_entries(entries, settings["gate"])
-    publish.write_all(out_dir, rows, results, settings["gate"], grade_rows if settings["grades"] else None)
+    measured = {sid: m for sid, m in results.items() if "rejected" not in done.students[sid]}
+    layout = board.load("layout")
+    publish.write_all(out_dir, rows, measured, settings["gate"], grade_rows if settings.get("grades") else None,
+                      layout)
     if settings["pseudonyms"]:  # the ranking once more under pseudonyms, in out_dir/public (grader/pseudonyms.py)
         from grader.pseudonyms import publish as publish_pseudonymous
         key = settings["pseudonym_key"]
-        publish_pseudonymous(out_dir, rows, settings["gate"], Path(key) if key else None)
+        publish_pseudonymous(out_dir, rows, settings["gate"], Path(key) if key else None, layout)
     return rows
 
 
