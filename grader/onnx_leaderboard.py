@@ -131,6 +131,7 @@ def reference_model(folder: Path) -> Path:
     """The dense reference AlexNet as ONNX (``solutions/deploy``'s export, seed ``REFERENCE_SEED``), exported once
     into ``folder`` and reused while the reference code and torch are unchanged."""
     import hashlib
+    import tempfile
 
     import torch
 
@@ -139,15 +140,15 @@ def reference_model(folder: Path) -> Path:
     digest = hashlib.sha256(f"{source_digest()}:{torch.__version__}:{REFERENCE_SEED}".encode()
                             + exporter.read_bytes()).hexdigest()[:16]
     path = Path(folder) / f"reference-{digest}.onnx"
+    Path(folder).mkdir(parents=True, exist_ok=True)
     if not path.is_file():
         from grader.files import write_atomic
         torch.manual_seed(REFERENCE_SEED)
         model = reference().AlexNet()
         export = module(load(SOLUTIONS, PACKAGE), "deploy/onnx_int8.py").export_onnx
-        scratch = Path(folder) / f".{path.name}.export"
-        export(model, torch.zeros(1, *homework.ONNX_INPUT), scratch)
-        write_atomic(path, scratch.read_bytes())
-        scratch.unlink()
+        with tempfile.TemporaryDirectory(dir=folder) as scratch:  # the exporter wants a name ending in .onnx
+            written = export(model, torch.zeros(1, *homework.ONNX_INPUT), Path(scratch) / "reference.onnx")
+            write_atomic(path, Path(written).read_bytes())
     return path
 
 
