@@ -249,3 +249,31 @@ PRINTED_CHARACTERS = 1000
 """Characters of what the student's code printed kept per test (inside the feedback)."""
 LEADERBOARD_TIMEOUT_S = 600.0
 """Seconds allowed to measure one model."""
+
+# --------------------------------------------------------------------------- the deployable-model leaderboard
+
+ONNX_SUFFIX = ".onnx"
+"""A deployable submission: ``<student_id>.onnx``, one self-contained ONNX file (``python -m grader onnx-leaderboard``)."""
+ONNX_GATE = "70.00"
+"""Accuracy (percent, on the full test set) an ONNX model must be strictly above to be ranked by bit-operations."""
+ONNX_MAX_BYTES = 128 * 2 ** 20
+"""The largest ``.onnx`` file read (the dense reference AlexNet exported in float32 is about 81 MB)."""
+ONNX_OPSETS = (13, 21)
+"""The default-domain opset versions accepted (both ends included): what torch's exporters and ONNX Runtime's
+quantiser write and ONNX Runtime runs."""
+ONNX_INPUT = (3, 32, 32)
+"""One float32 image, channels first, normalised as the handout does; the batch dimension is 1 or free."""
+ONNX_CLASSES = 10
+ONNX_OPS = ("Conv", "Gemm", "MatMul", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger",
+            "QuantizeLinear", "DequantizeLinear", "Add", "Sub", "Mul", "Div", "Relu", "LeakyRelu", "PRelu",
+            "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "MaxPool", "AveragePool",
+            "GlobalAveragePool", "GlobalMaxPool", "BatchNormalization", "Flatten", "Reshape", "Transpose",
+            "Squeeze", "Unsqueeze", "Concat", "Identity", "Dropout", "Softmax", "LogSoftmax", "Cast",
+            "Constant", "Pad")
+"""The only ONNX operators (default domain) an ``.onnx`` submission may use: convolutions, matrix products,
+their quantised forms, activations, pooling, normalisation and reshaping. No control flow (Loop, Scan, If),
+no operator that makes a tensor of a data-dependent size, no custom or ``ai.onnx.ml`` domain."""
+ONNX_MAX_ELEMENTS = 64 * 2 ** 20
+"""The most elements any one tensor of an ONNX submission may have (a weight or an activation at batch 1)."""
+ONNX_LATENCY_ROUNDS = 7
+"""Interleaved rounds (reference, submission) whose median time ratio is the latency column."""

@@ -10,6 +10,8 @@ from typing import List, Optional
 VERBS = {
     "assign": ("grader.assign", "generate assignment/ from solutions/ (or --check that it is in sync)"),
     "leaderboard": ("grader.leaderboard", "measure every <student_id>.ptmodel safely, rank by compression rate, publish"),
+    "onnx-leaderboard": ("grader.onnx_leaderboard",
+                         "check every <student_id>.onnx safely, rank by bit-operations above its gate, publish"),
     "demo": ("grader.demo", "build a small class from this repository, grade it and show its leaderboard (<10 min)"),
     "grade": ("grader.grade", "grade a folder of student submissions: grades.csv, feedback/, results/"),
     "merge": ("grader.shards", "join the shards of a class graded or ranked with --shard K/N (docs/SCALE.md)"),

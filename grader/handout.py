@@ -200,6 +200,12 @@ you are online, torchvision downloads it into `DATA`.
    Part 2's tests score 0 and your feedback says what to add.
 2. `<id>{homework.MODEL_SUFFIX}`: your final model (after weight sharing), for
    the ranking.
+3. Optionally `<id>{homework.ONNX_SUFFIX}`: a deployable model (one self-contained ONNX
+   file, such as Part 2's INT8 export) for a second board, without points: models above
+   {float(homework.ONNX_GATE):g}% are ranked by bit-operations of one image (MACs x weight
+   bits x activation bits, read from the graph). Only the standard operators of
+   `homework.ONNX_OPS` are accepted, with one `[batch, 3, 32, 32]` float input and
+   `[batch, 10]` logits.
 
 Your id is your file name without its suffix; characters other than
 letters, digits and `_ . @ + -` become `_`.

@@ -19,13 +19,14 @@ import argparse
 import contextlib
 import csv
 import hashlib
+import importlib
 import io
 import json
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple
 
 from grader import resubmit, shards
 from grader.files import write_atomic
@@ -58,52 +59,63 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def discover(folder: Path, shard: Optional[shards.Shard] = None) -> Tuple[List[Submission], Dict[str, str]]:
-    """The ``*.ptmodel`` files of ``folder`` (of the students of ``shard`` only, when given), and the problem of
+def discover(folder: Path, shard: Optional[shards.Shard] = None, suffix: str = SUFFIX,
+             max_bytes: Optional[int] = None, too_big: Optional[Callable[[int], str]] = None,
+             ) -> Tuple[List[Submission], Dict[str, str]]:
+    """The ``*<suffix>`` files of ``folder`` (of the students of ``shard`` only, when given), and the problem of
     each file that cannot be a submission.
 
     Problems are keyed by a printable version of the name. Nothing is read from a file that is not a
-    regular file (a symlink, a FIFO) or is over the size limit, nor from another shard's files.
+    regular file (a symlink, a FIFO) or is over ``max_bytes`` (``too_big(size)`` says why), nor from another
+    shard's files. The defaults are Part 1's: ``.ptmodel`` files and the safe loader's limit.
     """
-    from grader.safeload import MAX_FILE_BYTES
+    if max_bytes is None:
+        from grader.safeload import MAX_FILE_BYTES as max_bytes
+    if too_big is None:
+        too_big = lambda size: (f"invalid: the file is {size:,} bytes; the homework's model in "  # noqa: E731
+                                f"float32 is {original_bytes():,}")
     submissions: Dict[str, Submission] = {}
     rejected: Dict[str, str] = {}
-    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() == SUFFIX):
+    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() == suffix):
         student_id = homework.student_id(path.stem)
         if not shards.belongs(resubmit.split(student_id)[0], shard):
             continue
         if path.is_symlink() or not path.is_file():
-            rejected[student_id] = f"invalid: {student_id}{SUFFIX} must be a regular file"
+            rejected[student_id] = f"invalid: {student_id}{suffix} must be a regular file"
         elif student_id in submissions or student_id in rejected:
             submissions.pop(student_id, None)
-            rejected[student_id] = "invalid: more than one .ptmodel for this student"
-        elif path.stat().st_size > MAX_FILE_BYTES:
-            rejected[student_id] = (f"invalid: the file is {path.stat().st_size:,} bytes; the homework's model in "
-                                    f"float32 is {original_bytes():,}")
+            rejected[student_id] = f"invalid: more than one {suffix} for this student"
+        elif path.stat().st_size > max_bytes:
+            rejected[student_id] = too_big(path.stat().st_size)
         else:
             submissions[student_id] = Submission(student_id, path, file_sha256(path))
     return list(submissions.values()), rejected
 
 
 class ResultCache:
-    """One JSON file per student in ``folder``; a result counts only for the same file hash and key."""
+    """One JSON file per student in ``folder``; a result counts only for the same file hash and key.
 
-    def __init__(self, folder: Path, key: str) -> None:
-        self.folder, self.key = folder, key
+    ``kind`` is the measurement class (with ``to_dict``/``from_dict``): Part 1's ``grader.measure.Measurement``
+    by default."""
+
+    def __init__(self, folder: Path, key: str, kind: Optional[type] = None) -> None:
+        self.folder, self.key, self.kind = folder, key, kind
         folder.mkdir(parents=True, exist_ok=True)
 
     def _path(self, student_id: str) -> Path:
         return self.folder / f"{student_id}.json"
 
     def get(self, submission: Submission):
-        from grader.measure import Measurement
+        if self.kind is None:
+            from grader.measure import Measurement
+            self.kind = Measurement
         try:
             data = json.loads(self._path(submission.student_id).read_text())
         except (OSError, ValueError):
             return None
         if data.get("sha256") != submission.sha256 or data.get("key") != self.key:
             return None
-        return Measurement.from_dict(data["measurement"])
+        return self.kind.from_dict(data["measurement"])
 
     def put(self, submission: Submission, measurement) -> None:
         record = {"sha256": submission.sha256, "key": self.key, "measurement": measurement.to_dict()}
@@ -128,24 +140,29 @@ def _measure_task(submission: Submission, evaluator):
 
 
 def measure_all(submissions: Sequence[Submission], cache: ResultCache, evaluator, jobs: int = 1,
-                timeout: float = DEFAULT_TIMEOUT, progress: bool = True) -> Dict[str, "measure.Measurement"]:
+                timeout: float = DEFAULT_TIMEOUT, progress: bool = True, setup: Optional[Callable] = None,
+                task: Optional[Callable] = None, kind: Optional[type] = None) -> Dict[str, "measure.Measurement"]:
     """Measure every submission not already in ``cache``; return all results by id.
 
     ``jobs`` worker processes measure in parallel, each model within ``timeout`` seconds; ``jobs=0``
-    measures in this process instead (no timeout: for debugging and tests).
+    measures in this process instead (no timeout: for debugging and tests). ``setup(evaluator, threads)``
+    runs once per worker and ``task(submission, state)`` measures one file; ``kind`` is the measurement
+    class a failure is reported as. The defaults are Part 1's (whose ``jobs=0`` runs no set-up).
     """
     from tqdm import tqdm
 
-    from grader.measure import Measurement
     from grader.workerpool import Failure, run_tasks
 
+    if kind is None:
+        from grader.measure import Measurement as kind
+    own_setup, setup, task = setup, setup or _setup_worker, task or _measure_task
     results = {s.student_id: cached for s in submissions if (cached := cache.get(s)) is not None}
     todo = [s for s in submissions if s.student_id not in results]
     bar = tqdm(total=len(submissions), initial=len(results), desc="measuring", unit="model", disable=not progress)
 
     def on_result(submission: Submission, outcome) -> None:
         if isinstance(outcome, Failure):  # not cached: a crash or a timeout may not happen again
-            outcome = Measurement(submission.student_id, problem=f"error: {outcome.reason}")
+            outcome = kind(submission.student_id, problem=f"error: {outcome.reason}")
         else:
             cache.put(submission, outcome)
         results[submission.student_id] = outcome
@@ -155,15 +172,15 @@ def measure_all(submissions: Sequence[Submission], cache: ResultCache, evaluator
     threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
     try:
         if jobs == 0:  # in this process: no timeout, no isolation (debugging, tests)
+            state = own_setup(evaluator, threads) if own_setup else evaluator  # Part 1 needs no set-up here
             for submission in todo:
                 try:
-                    outcome = _measure_task(submission, evaluator)
+                    outcome = task(submission, state)
                 except Exception as error:
                     outcome = Failure(f"{type(error).__name__}: {error}")
                 on_result(submission, outcome)
         else:
-            run_tasks(todo, _setup_worker, (evaluator, threads), _measure_task, on_result, jobs=jobs,
-                      timeout=timeout)
+            run_tasks(todo, setup, (evaluator, threads), task, on_result, jobs=jobs, timeout=timeout)
     finally:
         bar.close()
     return results
@@ -198,16 +215,39 @@ def run(submissions_dir: Path, out_dir: Path, evaluator, gate: str = homework.GA
     return [] if shard else publish_class(out_dir)
 
 
-def publish_class(out_dir: Path) -> List:
-    """Rank the whole class from every shard's measurements in ``out_dir`` and write every published file;
-    return the rows. ``ShardError`` when the shards do not fit together (:func:`grader.shards.collect`)."""
-    from grader import publish
-    from grader.measure import Measurement
-    from grader.ranking import Entry, rank_entries
+@dataclass(frozen=True)
+class Board:
+    """What tells one leaderboard from the other when ranking and publishing (the steps are shared)."""
 
-    done = shards.collect(out_dir, "leaderboard")
+    kind: str
+    """Its kind of shard marker (``grader/shards.py``)."""
+    suffix: str
+    measurement: str
+    """``module:Class`` of its measurements (imported when used)."""
+    layout: str
+    """``module:NAME`` of its ``grader.publish.Layout``."""
+
+    def load(self, name: str):
+        module, attribute = getattr(self, name).split(":")
+        return getattr(importlib.import_module(module), attribute)
+
+
+COMPRESSION = Board("leaderboard", SUFFIX, "grader.measure:Measurement", "grader.publish:COMPRESSION")
+"""Part 1's leaderboard."""
+
+
+def publish_class(out_dir: Path, board: Board = COMPRESSION, entry_of: Optional[Callable] = None) -> List:
+    """Rank the whole class from every shard's measurements in ``out_dir`` and write every published file;
+    return the rows. ``ShardError`` when the shards do not fit together (:func:`grader.shards.collect`).
+    ``entry_of(measurement)`` is the ranking's entry of a measurement (default: ``measurement.entry()``)."""
+    from grader import publish
+    from grader.ranking import rank_entries
+
+    kind = board.load("measurement")
+    entry_of = entry_of or (lambda measurement: measurement.entry())
+    done = shards.collect(out_dir, board.kind)
     settings = done.settings
-    cache = ResultCache(out_dir / "cache", done.version)
+    cache = ResultCache(out_dir / "cache", done.version, kind)
     results, entries = {}, []
     for sid, facts in sorted(done.students.items()):
         if "sha256" in facts:
@@ -217,24 +257,27 @@ def publish_class(out_dir: Path) -> List:
                                         f"shard {shards.shard_of(sid, done.n)}/{done.n} recorded.\n"
                                         "Run that shard again with the same command.")
         elif "failed" in facts:
-            results[sid] = Measurement(sid, problem=str(facts["failed"]))
+            results[sid] = kind(sid, problem=str(facts["failed"]))
         else:
-            entries.append(Entry(sid, problem=str(facts["rejected"])))
+            results[sid] = kind(sid, problem=str(facts["rejected"]))
     try:
-        grade_rows = read_grades(Path(settings["grades"])) if settings["grades"] else {}
+        grade_rows = read_grades(Path(settings["grades"])) if settings.get("grades") else {}
     except (OSError, KeyError, ValueError) as error:
         raise shards.ShardError(f"cannot merge {out_dir}: the grades file {settings['grades']} the shards were "
                                 f"given cannot be read ({error}).\nPut it back, or run the shards again with "
                                 "another --grades.") from None
-    entries += [measurement.entry() for measurement in results.values()]
-    entries += [Entry(student_id, problem="missing: no .ptmodel submitted")
+    entries += [entry_of(measurement) for measurement in results.values()]
+    entries += [entry_of(kind(student_id, problem=f"missing: no {board.suffix} submitted"))
                 for student_id in grade_rows if student_id not in done.students]
     rows = rank_entries(entries, settings["gate"])
-    publish.write_all(out_dir, rows, results, settings["gate"], grade_rows if settings["grades"] else None)
+    measured = {sid: m for sid, m in results.items() if "rejected" not in done.students[sid]}
+    layout = board.load("layout")
+    publish.write_all(out_dir, rows, measured, settings["gate"], grade_rows if settings.get("grades") else None,
+                      layout)
     if settings["pseudonyms"]:  # the ranking once more under pseudonyms, in out_dir/public (grader/pseudonyms.py)
         from grader.pseudonyms import publish as publish_pseudonymous
         key = settings["pseudonym_key"]
-        publish_pseudonymous(out_dir, rows, settings["gate"], Path(key) if key else None)
+        publish_pseudonymous(out_dir, rows, settings["gate"], Path(key) if key else None, layout)
     return rows
 
 

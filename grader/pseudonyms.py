@@ -105,21 +105,25 @@ def public_rows(rows: Sequence, names: Dict[str, str]) -> List:
 
     def order(row) -> tuple:
         group = 0 if row.qualified else (1 if not row.entry.problem else 2)
-        return group, row.entry.compressed_bytes if group < 2 else 0, row.entry.student_id
+        return group, row.entry.cost if group < 2 else 0, row.entry.student_id
 
     return sorted(renamed, key=order)
 
 
-def publish(out_dir: Path, rows: Sequence, gate: str, key_path: Optional[Path] = None) -> Dict[str, str]:
-    """Write ``out_dir/public/`` (the ranking under pseudonyms) and ``out_dir/private/pseudonyms.csv``."""
+def publish(out_dir: Path, rows: Sequence, gate: str, key_path: Optional[Path] = None,
+            layout=None) -> Dict[str, str]:
+    """Write ``out_dir/public/`` (the ranking under pseudonyms) and ``out_dir/private/pseudonyms.csv``.
+
+    ``layout`` is the board's ``grader.publish.Layout`` (Part 1's by default)."""
     from grader import publish as pages
+    layout = layout or pages.COMPRESSION
     key = load_or_create_key(key_file(out_dir, key_path))
     names = assign(key, (row.entry.student_id for row in rows))
     public, shown = out_dir / "public", public_rows(rows, names)
-    write_atomic(public / "leaderboard.csv", pages.to_csv([pages.cells(r) for r in shown], pages.CSV_COLUMNS))
-    write_atomic(public / "leaderboard.md", pages.markdown(shown, gate))
-    svg = pages.plot(shown, gate, public / "leaderboard.png")
-    write_atomic(public / "leaderboard.html", pages.page(shown, gate, svg))
+    write_atomic(public / "leaderboard.csv", pages.to_csv([layout.cells(r) for r in shown], layout.csv_columns))
+    write_atomic(public / "leaderboard.md", pages.markdown(shown, gate, layout))
+    svg = pages.plot(shown, gate, public / "leaderboard.png", layout)
+    write_atomic(public / "leaderboard.html", pages.page(shown, gate, svg, layout))
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["student_id", "pseudonym"])

@@ -1,5 +1,9 @@
 """Write the leaderboard's outputs: CSV, Markdown, a self-contained HTML page, its plot, details, final grades.
 
+The writers are shared by both leaderboards; a :class:`Layout` says what one
+of them shows (Part 1's is ``COMPRESSION``, the deployable models' is in
+``grader/onnx_leaderboard.py``).
+
 All files are written atomically (a temporary file renamed over the old
 one), so a run killed while publishing leaves the previous version intact.
 The HTML page has no scripts and loads nothing: its CSS is inline and the
@@ -10,8 +14,9 @@ import csv
 import html
 import io
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from grader.files import write_atomic
 from grader import homework
@@ -62,65 +67,93 @@ def headline(rows: Sequence[Row], gate: str) -> str:
             f"students ranked; compression is measured against {original_bytes():,} bytes (AlexNet in float32).")
 
 
-def markdown(rows: Sequence[Row], gate: str) -> str:
+@dataclass(frozen=True)
+class Column:
+    """One column of a published table: its header, its text from a row's ``cells``, its kind.
+
+    ``kind`` is a CSS class: "num" (right-aligned figures), "id" (never wrapped) or "" (free text)."""
+    header: str
+    text: Callable[[Mapping[str, str]], str]
+    kind: str = "num"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What makes one leaderboard's pages: its title, CSV, tables, plot and details (the writers are shared)."""
+    title: str
+    csv_columns: Sequence[str]
+    cells: Callable[[Row], Dict[str, str]]
+    ranked: Sequence[Column]
+    others: Sequence[Column]
+    rule: str
+    headline: Callable[[Sequence[Row], str], str]
+    details: Callable[..., str]
+    row_class: Callable[[Row], str]
+    groups: Callable[[], Sequence[Tuple[str, Callable[[Row], bool], str]]]
+    """Plot groups: (label, which rows, colour)."""
+    x: Callable[[Row], float]
+    x_label: str
+    plot_title: str
+    x_format: Optional[Callable[[float], str]] = None
+    empty_xlim: Tuple[float, float] = (1, 1000)
+    others_title: str = "Not ranked (0 points)"
+
+
+def markdown(rows: Sequence[Row], gate: str, layout: Optional[Layout] = None) -> str:
     """The leaderboard as a Markdown page: ranked table, then everything else with its reason."""
-    ranked = [r for r in rows if r.qualified]
-    lines = ["# Compression-rate leaderboard", "", headline(rows, gate), "", TIER_RULE, "",
-             "| rank | student | accuracy (%) | compression rate | compressed bytes | points |",
-             "|---:|---|---:|---:|---:|---:|"]
-    for row in ranked:
-        c = cells(row)
-        lines.append(f"| {c['rank']} | {_md(c['student_id'])} | {c['accuracy']} | {c['compression_rate']}× | "
-                     f"{int(c['compressed_bytes']):,} | {c['points']} |")
+    layout = layout or COMPRESSION
+
+    def table(columns: Sequence[Column], members: Sequence[Row]) -> List[str]:
+        lines = ["| " + " | ".join(column.header for column in columns) + " |",
+                 "|" + "|".join("---:" if column.kind == "num" else "---" for column in columns) + "|"]
+        for row in members:
+            c = layout.cells(row)
+            lines.append("| " + " | ".join(_md(column.text(c)) for column in columns) + " |")
+        return lines
+
+    lines = [f"# {layout.title}", "", layout.headline(rows, gate), "", layout.rule, ""]
+    lines += table(layout.ranked, [r for r in rows if r.qualified])
     others = [r for r in rows if not r.qualified]
     if others:
-        lines += ["", "## Not ranked (0 points)", "", "| student | accuracy (%) | compression rate | reason |",
-                  "|---|---:|---:|---|"]
-        for row in others:
-            c = cells(row)
-            rate = f"{c['compression_rate']}×" if c["compression_rate"] else ""
-            lines.append(f"| {_md(c['student_id'])} | {c['accuracy']} | {rate} | {_md(c['status'])} |")
+        lines += ["", f"## {layout.others_title}", ""] + table(layout.others, others)
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: Sequence[Row], gate: str, png_path: Path) -> str:
-    """Scatter accuracy against compression rate (log x) with the gate; save a PNG and return the same plot as SVG."""
+def plot(rows: Sequence[Row], gate: str, png_path: Path, layout: Optional[Layout] = None) -> str:
+    """Scatter accuracy against the layout's x (log scale) with the gate; save a PNG and return the plot as SVG."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
+    layout = layout or COMPRESSION
     matplotlib.rcParams["svg.hashsalt"] = "leaderboard"  # stable ids: the same data gives the same file
     measured = [r for r in rows if not r.entry.problem]
     figure, axes = plt.subplots(figsize=(8, 5))
-    groups = [(f"{TOP_POINTS} points", lambda r: r.qualified and r.points == TOP_POINTS, TIER_COLOURS[TOP_POINTS]),
-              (f"{MIDDLE_POINTS} points", lambda r: r.qualified and r.points == MIDDLE_POINTS,
-               TIER_COLOURS[MIDDLE_POINTS]),
-              ("0 points", lambda r: r.qualified and r.points == 0, TIER_COLOURS[0]),
-              ("below the gate", lambda r: not r.qualified, BELOW_GATE_COLOUR)]
-    for label, belongs, colour in groups:
+    for label, belongs, colour in layout.groups():
         members = [r for r in measured if belongs(r)]
         if members:
-            axes.scatter([r.entry.rate for r in members], [r.entry.accuracy for r in members], s=42,
+            axes.scatter([layout.x(r) for r in members], [r.entry.accuracy for r in members], s=42,
                          color=colour, edgecolor="black", linewidth=0.5, label=f"{label} ({len(members)})", zorder=3)
     if len(measured) <= 40:
         for r in measured:
-            axes.annotate(r.entry.student_id, (r.entry.rate, r.entry.accuracy), textcoords="offset points",
+            axes.annotate(r.entry.student_id, (layout.x(r), r.entry.accuracy), textcoords="offset points",
                           xytext=(4, 4), fontsize=7)
     axes.axhline(float(gate), color="black", linestyle="--", linewidth=1, label=f"gate: {gate}%", zorder=2)
     axes.set_xscale("log")
     axes.margins(x=0.2, y=0.12)
-    label = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}×")
-    axes.xaxis.set_major_formatter(label)
-    axes.xaxis.set_minor_formatter(label)
+    if layout.x_format:
+        label = matplotlib.ticker.FuncFormatter(lambda value, _: layout.x_format(value))
+        axes.xaxis.set_major_formatter(label)
+        axes.xaxis.set_minor_formatter(label)
     axes.tick_params(axis="x", which="both", labelsize=8)
-    axes.set_xlabel("compression rate (original bytes / compressed bytes, log scale)")
+    axes.set_xlabel(layout.x_label)
     axes.set_ylabel("test accuracy (%)")
-    axes.set_title("Accuracy against compression rate")
+    axes.set_title(layout.plot_title)
     axes.grid(True, which="both", alpha=0.3)
     if not measured:
         axes.text(0.5, 0.5, "no model could be measured", transform=axes.transAxes, ha="center")
-        axes.set_xlim(1, 1000)
+        axes.set_xlim(*layout.empty_xlim)
     axes.legend(loc="lower left", fontsize=8)
     figure.tight_layout()
     png = io.BytesIO()
@@ -143,6 +176,7 @@ th, td { padding: 0.35rem 0.6rem; border-bottom: 1px solid #ddd; text-align: lef
 th { background: #f3f3f3; } td.id { white-space: nowrap; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.p10 td:first-child { border-left: 6px solid #1a9850; } tr.p5 td:first-child { border-left: 6px solid #f39c12; }
 tr.p0 td:first-child { border-left: 6px solid #4575b4; } tr.out td:first-child { border-left: 6px solid #c0392b; }
+tr.in td:first-child { border-left: 6px solid #1a9850; }
 .rule { background: #f7f7f7; padding: 0.6rem 0.8rem; border-radius: 4px; font-size: 0.9rem; }
 """
 
@@ -152,35 +186,31 @@ def _cell(text: str, kind: str = "") -> str:
     return f"<td class=\"{kind}\">{html.escape(text)}</td>" if kind else f"<td>{html.escape(text)}</td>"
 
 
-def page(rows: Sequence[Row], gate: str, svg: str) -> str:
+def page(rows: Sequence[Row], gate: str, svg: str, layout: Optional[Layout] = None) -> str:
     """The self-contained HTML leaderboard: summary, plot, ranked table, then the rest with reasons."""
-    ranked = [r for r in rows if r.qualified]
+    layout = layout or COMPRESSION
+
+    def table(columns: Sequence[Column], members: Sequence[Row], row_class: Callable[[Row], str]) -> List[str]:
+        lines = ["<table><thead><tr>" + "".join(f"<th>{html.escape(column.header)}</th>" for column in columns)
+                 + "</tr></thead><tbody>"]
+        for row in members:
+            c = layout.cells(row)
+            lines.append(f"<tr class=\"{row_class(row)}\">"
+                         + "".join(_cell(column.text(c), column.kind) for column in columns) + "</tr>")
+        return lines + ["</tbody></table>"]
+
     others = [r for r in rows if not r.qualified]
-    body = ["<h1>Compression-rate leaderboard</h1>",
-            f"<p class=\"lead\">{html.escape(headline(rows, gate))}</p>",
-            f"<p class=\"rule\">{html.escape(TIER_RULE)}</p>",
+    body = [f"<h1>{html.escape(layout.title)}</h1>",
+            f"<p class=\"lead\">{html.escape(layout.headline(rows, gate))}</p>",
+            f"<p class=\"rule\">{html.escape(layout.rule)}</p>",
             f"<figure>{svg}</figure>",
-            "<h2>Ranking</h2>",
-            "<table><thead><tr><th>rank</th><th>student</th><th>accuracy (%)</th><th>compression rate</th>"
-            "<th>compressed bytes</th><th>points</th></tr></thead><tbody>"]
-    for row in ranked:
-        c = cells(row)
-        body.append(f"<tr class=\"p{row.points}\">" + _cell(c["rank"], "num") + _cell(c["student_id"], "id")
-                    + _cell(c["accuracy"], "num") + _cell(f"{c['compression_rate']}×", "num")
-                    + _cell(f"{int(c['compressed_bytes']):,}", "num") + _cell(c["points"], "num") + "</tr>")
-    body.append("</tbody></table>")
+            "<h2>Ranking</h2>"]
+    body += table(layout.ranked, [r for r in rows if r.qualified], layout.row_class)
     if others:
-        body.append("<h2>Not ranked (0 points)</h2><table><thead><tr><th>student</th><th>accuracy (%)</th>"
-                    "<th>compression rate</th><th>reason</th></tr></thead><tbody>")
-        for row in others:
-            c = cells(row)
-            rate = f"{c['compression_rate']}×" if c["compression_rate"] else ""
-            body.append("<tr class=\"out\">" + _cell(c["student_id"], "id") + _cell(c["accuracy"], "num")
-                        + _cell(rate, "num") + _cell(c["status"]) + "</tr>")
-        body.append("</tbody></table>")
+        body += [f"<h2>{html.escape(layout.others_title)}</h2>"] + table(layout.others, others, lambda r: "out")
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<title>Compression-rate leaderboard</title><style>{PAGE_STYLE}</style></head>\n<body>\n"
+            f"<title>{html.escape(layout.title)}</title><style>{PAGE_STYLE}</style></head>\n<body>\n"
             + "\n".join(body) + "\n</body></html>\n")
 
 
@@ -226,18 +256,48 @@ def final_grades(rows: Sequence[Row], grades: Mapping[str, Mapping[str, str]]) -
 
 
 def write_all(out_dir: Path, rows: Sequence[Row], measurements: Mapping[str, object], gate: str,
-              grades: Optional[Mapping[str, Mapping[str, str]]] = None) -> None:
-    """Write every output of the leaderboard into ``out_dir``."""
+              grades: Optional[Mapping[str, Mapping[str, str]]] = None, layout: Optional[Layout] = None) -> None:
+    """Write every output of the leaderboard into ``out_dir`` (``final_grades.csv`` only when ``grades`` is given)."""
+    layout = layout or COMPRESSION
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(out_dir / "leaderboard.csv", to_csv([cells(r) for r in rows], CSV_COLUMNS))
-    write_atomic(out_dir / "leaderboard.md", markdown(rows, gate))
-    svg = plot(rows, gate, out_dir / "leaderboard.png")
-    write_atomic(out_dir / "leaderboard.html", page(rows, gate, svg))
+    write_atomic(out_dir / "leaderboard.csv", to_csv([layout.cells(r) for r in rows], layout.csv_columns))
+    write_atomic(out_dir / "leaderboard.md", markdown(rows, gate, layout))
+    svg = plot(rows, gate, out_dir / "leaderboard.png", layout)
+    write_atomic(out_dir / "leaderboard.html", page(rows, gate, svg, layout))
     n_ranked = sum(r.qualified for r in rows)
     for row in rows:
         student_id = row.entry.student_id
         if homework.STUDENT_ID.fullmatch(student_id) and (student_id in measurements or row.entry.problem.startswith("missing")):
             write_atomic(out_dir / "details" / f"{student_id}.txt",
-                         details(row, n_ranked, measurements.get(student_id), gate))
+                         layout.details(row, n_ranked, measurements.get(student_id), gate))
     if grades is not None:
         write_atomic(out_dir / "final_grades.csv", to_csv(final_grades(rows, grades), FINAL_COLUMNS))
+
+
+def _tier_groups() -> Sequence[Tuple[str, Callable[[Row], bool], str]]:
+    return [(f"{TOP_POINTS} points", lambda r: r.qualified and r.points == TOP_POINTS, TIER_COLOURS[TOP_POINTS]),
+            (f"{MIDDLE_POINTS} points", lambda r: r.qualified and r.points == MIDDLE_POINTS,
+             TIER_COLOURS[MIDDLE_POINTS]),
+            ("0 points", lambda r: r.qualified and r.points == 0, TIER_COLOURS[0]),
+            ("below the gate", lambda r: not r.qualified, BELOW_GATE_COLOUR)]
+
+
+def _times(text: str) -> str:
+    return f"{text}×" if text else ""
+
+
+COMPRESSION = Layout(
+    title="Compression-rate leaderboard", csv_columns=CSV_COLUMNS, cells=cells,
+    ranked=(Column("rank", lambda c: c["rank"]), Column("student", lambda c: c["student_id"], "id"),
+            Column("accuracy (%)", lambda c: c["accuracy"]),
+            Column("compression rate", lambda c: f"{c['compression_rate']}×"),
+            Column("compressed bytes", lambda c: f"{int(c['compressed_bytes']):,}"),
+            Column("points", lambda c: c["points"])),
+    others=(Column("student", lambda c: c["student_id"], "id"), Column("accuracy (%)", lambda c: c["accuracy"]),
+            Column("compression rate", lambda c: _times(c["compression_rate"])),
+            Column("reason", lambda c: c["status"], "")),
+    rule=TIER_RULE, headline=headline, details=details, row_class=lambda row: f"p{row.points}",
+    groups=_tier_groups, x=lambda row: row.entry.rate,
+    x_label="compression rate (original bytes / compressed bytes, log scale)",
+    plot_title="Accuracy against compression rate", x_format=lambda value: f"{value:g}×")
+"""Part 1's leaderboard: ranked by compression rate, tiered into points."""

@@ -7,7 +7,8 @@ this term's.
 * **Gate.** A model qualifies when its accuracy is strictly above the gate
   (58.00%). The comparison is exact (``correct / total`` as a
   fraction against the gate as written), so 5800/10000 does not pass 58.
-* **Rank.** Qualified models are ranked by compression rate, higher first.
+* **Rank.** Qualified models are ranked by compression rate, higher first (the deployable-model board,
+  ``OnnxEntry``, ranks by bit-operations instead, fewer first, under the same rules).
   The rate is the original model's bytes (81,378,600) over the compressed bytes, so equal rates are equal
   byte counts: the ranking compares the integers and ties are exact. Tied
   models share the best rank of their group and the next rank skips
@@ -59,12 +60,40 @@ class Entry:
         """Compression rate: original over compressed bytes (0 when not measured)."""
         return original_bytes() / self.compressed_bytes if self.compressed_bytes else 0.0
 
+    @property
+    def cost(self) -> int:
+        """What the ranking orders by, lower first: the compressed bytes."""
+        return self.compressed_bytes
+
+
+@dataclass(frozen=True)
+class OnnxEntry:
+    """One student's measured (or failed) ``.onnx`` submission, as the deployable-model ranking sees it."""
+
+    student_id: str
+    correct: int = 0
+    total: int = 0
+    bit_ops: int = 0
+    """Bit-operations of one image: MACs x weight bits x activation bits, summed (``grader/bitops.py``)."""
+    macs: int = 0
+    latency_ratio: Optional[float] = None
+    """Median time of one image against the dense reference (shown, never ranked by); None when not measured."""
+    fits_uno: str = "n/a"
+    problem: str = ""
+
+    accuracy = Entry.accuracy
+
+    @property
+    def cost(self) -> int:
+        """What the ranking orders by, lower first: the bit-operations."""
+        return self.bit_ops
+
 
 @dataclass(frozen=True)
 class Row:
     """One line of the leaderboard."""
 
-    entry: Entry
+    entry: Union[Entry, "OnnxEntry"]
     rank: Optional[int]
     qualified: bool
     points: int
@@ -95,18 +124,19 @@ def competition_ranks(sorted_keys: Sequence) -> List[int]:
     return ranks
 
 
-def rank_entries(entries: Iterable[Entry], gate: Union[str, float, Fraction] = GATE) -> List[Row]:
-    """The leaderboard: ranked qualified entries first, then below-gate ones (best rate first), then failures."""
+def rank_entries(entries: Iterable[Union[Entry, OnnxEntry]], gate: Union[str, float, Fraction] = GATE) -> List[Row]:
+    """The leaderboard: ranked qualified entries first, then below-gate ones (lowest cost first: the best rate, or
+    the fewest bit-operations), then failures."""
     entries = list(entries)
     measured = [e for e in entries if not e.problem]
     qualified = sorted((e for e in measured if passes_gate(e.correct, e.total, gate)),
-                       key=lambda e: (e.compressed_bytes, e.student_id))
+                       key=lambda e: (e.cost, e.student_id))
     below = sorted((e for e in measured if not passes_gate(e.correct, e.total, gate)),
-                   key=lambda e: (e.compressed_bytes, e.student_id))
+                   key=lambda e: (e.cost, e.student_id))
     failed = sorted((e for e in entries if e.problem), key=lambda e: e.student_id)
 
     rows = []
-    ranks = competition_ranks([e.compressed_bytes for e in qualified])
+    ranks = competition_ranks([e.cost for e in qualified])
     for entry, rank in zip(qualified, ranks):
         rows.append(Row(entry, rank, True, tier_points(rank, len(qualified)), "ranked"))
     for entry in below:

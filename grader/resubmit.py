@@ -84,7 +84,7 @@ def feedback_lines(results: "Results") -> List[str]:
 
 
 def latest_models(submissions: Sequence, rejected: Dict[str, str]) -> Tuple[List, Dict[str, str]]:
-    """The leaderboard's ``.ptmodel`` submissions under the same rule: the highest version of each student, under
+    """A leaderboard's submissions (``.ptmodel`` or ``.onnx``) under the same rule: the highest version of each student, under
     the plain id. Returns them and ``rejected`` plus a problem for every student with two files of the same
     version (``alice.ptmodel`` and ``alice__1.ptmodel``)."""
     groups: Dict[str, Dict[int, list]] = {}
@@ -96,8 +96,9 @@ def latest_models(submissions: Sequence, rejected: Dict[str, str]) -> Tuple[List
         number = max(by_number)
         newest = by_number[number]
         if len(newest) > 1:
-            problems[student] = "invalid: more than one .ptmodel for this student with the same version (" + \
-                ", ".join(s.path.name for s in newest) + "); keep one, or number the newer <id>__2.ptmodel"
+            suffix = newest[0].path.suffix
+            problems[student] = f"invalid: more than one {suffix} for this student with the same version (" + \
+                ", ".join(s.path.name for s in newest) + f"); keep one, or number the newer <id>__2{suffix}"
         elif student in rejected and number == 1:
             continue  # alice__1.ptmodel beside a refused alice.ptmodel: the refusal stands
         else:

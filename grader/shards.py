@@ -37,7 +37,7 @@ from grader.files import write_atomic
 FOLDER = "shards"
 MARKER = re.compile(r"^(?P<k>[0-9]+)-of-(?P<n>[0-9]+)\.json$")
 MAX_SHARDS = 100_000
-MERGERS = {"grade": "grader.grade", "leaderboard": "grader.leaderboard"}
+MERGERS = {"grade": "grader.grade", "leaderboard": "grader.leaderboard", "onnx-leaderboard": "grader.onnx_leaderboard"}
 """Each kind of run and the module whose ``merge(out)`` writes its class-wide files (imported when used, so the
 Gradescope bundle needs no leaderboard module)."""
 Shard = Tuple[int, int]
