@@ -91,7 +91,7 @@ DEPLOY_SCORINGS = ("separate", "bonus")
 DEPLOY_STUDENT_FILES = ("deploy/channels.py", "deploy/lowrank.py", "deploy/distill.py", "deploy/int8.py",
                         "deploy/onnx_int8.py")
 """The files a Part 2 submission holds and its suites read."""
-DEPLOY_PROVIDED_FILES = ("deploy/__init__.py", "deploy/legacy_quant.py", "deploy/pipeline.py")
+DEPLOY_PROVIDED_FILES = ("deploy/__init__.py", "deploy/legacy_quant.py", "deploy/pipeline.py", "deploy/report.py")
 """Part 2's provided files (on top of ``PROVIDED_FILES``): the grader uses its own copies."""
 DEPLOY_NAME = "deploy"
 """Part 2's name where it appears beside Part 1's parts: its folder, and its total's column."""
