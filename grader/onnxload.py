@@ -93,8 +93,9 @@ def check_operators(model: onnx.ModelProto) -> None:
             raise SubmissionError(f"the model imports the operator domain {opset.domain!r}; only the standard "
                                   "ai.onnx operators are allowed (no custom, ai.onnx.ml or contrib operators)")
         if not low <= opset.version <= high:
+            nearest = min(max(opset.version, low), high)
             raise SubmissionError(f"the model uses opset {opset.version}; the leaderboard accepts opsets {low} to "
-                                  f"{high} (torch.onnx.export(..., opset_version={min(max(opset.version, low), high)}))")
+                                  f"{high} (torch.onnx.export(..., opset_version={nearest}))")
     if not any(opset.domain in DEFAULT_DOMAINS for opset in model.opset_import):
         raise SubmissionError("the model imports no opset of the standard ai.onnx domain")
     allowed = set(ONNX_OPS)
