@@ -101,6 +101,12 @@ DEPLOY_GRADEBOOK_COLUMN = f"{GRADEBOOK_COLUMN} Part 2"
 """Part 2's column in a course site's gradebook (``python -m grader export --total deploy``)."""
 
 
+DEPLOY_ABSENT = (f"Not graded: your submission holds no {DEPLOY_NAME}/ folder (Part 2). To have Part 2 "
+                 f"graded, hand in {', '.join(DEPLOY_STUDENT_FILES)} with Part 1's files "
+                 "(`python check_submission.py <id>` packs them).")
+"""The message of every Part 2 test of a submission without ``deploy/``."""
+
+
 def deploy_total() -> float:
     """The points Part 2's score is out of: ``DEPLOY_POINTS`` alone, or Part 1's total plus them (bonus)."""
     if DEPLOY_SCORING not in DEPLOY_SCORINGS:

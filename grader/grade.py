@@ -52,7 +52,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from grader import archives, box, homework, judge, resubmit, roster, shards
 from grader.files import write_atomic
-from grader.homework import Limits
+from grader.homework import DEPLOY_ABSENT, Limits
 
 REPO = Path(__file__).resolve().parent.parent
 PARTS = homework.PART_NAMES
@@ -61,10 +61,6 @@ ALL_PARTS = PARTS + DEPLOY_PARTS
 VISIBILITIES = {"hidden", "after_due_date", "after_published", "visible"}
 DEPLOY_TOTAL = homework.DEPLOY_COLUMN
 CSV_FIELDS = ["student_id", *PARTS, "code_total", *DEPLOY_PARTS, DEPLOY_TOTAL, "status", "isolation"]
-DEPLOY_ABSENT = (f"Not graded: your submission holds no {homework.DEPLOY_NAME}/ folder (Part 2). To have Part 2 "
-                 f"graded, hand in {', '.join(homework.DEPLOY_STUDENT_FILES)} with Part 1's files "
-                 "(`python check_submission.py <id>` packs them).")
-"""The message of every Part 2 test of a submission without ``deploy/``."""
 VERSIONED = ("grader/suites", "grader/worker", "grader/box.py", "grader/judge.py", "grader/files.py",
              "grader/homework.py", "grader/reference.py")
 """What decides a score, besides the reference solutions and the limits (see ``grader_version``)."""

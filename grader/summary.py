@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 from grader import homework
+from grader.homework import DEPLOY_ABSENT
 from grader.files import write_atomic
 
 if TYPE_CHECKING:
@@ -103,7 +104,11 @@ def headline(output: str) -> str:
 
 
 def most_failed(results: ClassResults) -> List[Tuple[str, str, int, int, List[Tuple[str, int]]]]:
-    """The tests failed by most graded (status ``ok``) students: (name, part, failed, graded, [(message, count)])."""
+    """The tests failed by most graded (status ``ok``) students: (name, part, failed, graded, [(message, count)]).
+
+    A Part 2 test of a submission without ``deploy/`` is not counted: the part was not handed in, and counting it
+    would push every test that students did attempt off the list.
+    """
     failed: Counter = Counter()
     messages: Dict[str, Counter] = {}
     parts: Dict[str, str] = {}
@@ -111,7 +116,7 @@ def most_failed(results: ClassResults) -> List[Tuple[str, str, int, int, List[Tu
     for student in graded:
         for test in student.tests:
             parts[test.name] = test.part
-            if test.score < test.max_score:
+            if test.score < test.max_score and test.output != DEPLOY_ABSENT:  # not handed in: nothing to learn
                 failed[test.name] += 1
                 messages.setdefault(test.name, Counter())[headline(test.output)] += 1
     return [(name, parts[name], count, len(graded), messages[name].most_common(TOP_MESSAGES))

@@ -29,6 +29,8 @@ ISOLATION = box.strongest_level()[0]
 """bubblewrap where it works (it is installed here and on CI); else the class is graded without a sandbox."""
 OPTIONS = ["--jobs", "2", "--no-progress", "--isolation", ISOLATION]
 SEGFAULT_AT_IMPORT = b"import ctypes as _ctypes\n_ctypes.string_at(0)\n"
+GRADED = ("ok", "ok_again", "segfault", "nested", "nopruning")
+"""The members of the class that reach the judge (the others are rejected first)."""
 RESUMED = ("ok", "nested", "nopruning")
 """Members of the class that reach the judge, graded again by the resume test (three keep it short)."""
 

@@ -242,9 +242,10 @@ def test_the_command_writes_every_output(tmp_path, submissions):
     assert len(rows) == len(board) == 8
 
     final = {row["student_id"]: row for row in read_csv(out / "final_grades.csv")}
-    assert list(next(iter(final.values()))) == ["student_id", "prune", "quantize", "huffman", "ranking", "total"]
+    assert list(next(iter(final.values()))) == ["student_id", "prune", "quantize", "huffman", "ranking",
+                                                "deploy_total", "total"]
     assert final["alice"] == {"student_id": "alice", "prune": "70", "quantize": "10", "huffman": "10",
-                              "ranking": "10", "total": "100"}
+                              "ranking": "10", "deploy_total": "0", "total": "100"}
     assert final["bob"]["total"] == "45" and final["grace"]["total"] == "90"     # grace: code only
     assert final["carol"]["total"] == "10"                                       # carol: ranking only
 
@@ -385,20 +386,27 @@ def test_the_demo_class_is_built_from_this_repository():
     assert len(students) == 2 + len(demo.CLASS_BUGS) and all(STUDENT_ID.fullmatch(s.student_id) for s in students)
     assert [s.variant for s in students[2:]] == list(demo.CLASS_BUGS)
     assert not students[1].shares_weights and students[1].code == REPO / "assignment"
+    assert [s.deploy for s in students] == [True, True, False, False, True]  # Part 2: graded for three
+    assert [s.deploy_variant for s in students] == [None] * 4 + [demo.DEPLOY_BUG]
+    from grader import variants
+    assert demo.DEPLOY_BUG in variants.deploy_names()
     assert demo.demo_gate(25.35) == "20.00" and demo.demo_gate(12.0) == "10.00"
 
 
 def test_a_demo_workspace_holds_the_students_code_and_its_zip_what_the_grader_needs(tmp_path):
     import zipfile
     from grader import demo, variants
-    buggy = next(s for s in demo.demo_class() if s.variant)
+    buggy = next(s for s in demo.demo_class() if s.deploy_variant)
     space = demo.make_workspace(buggy, tmp_path / "space")
-    for relative, text in variants.variant_files(buggy.variant).items():
-        assert (space / relative).read_text() == text
+    for name in (buggy.variant, buggy.deploy_variant):
+        for relative, text in variants.variant_files(name).items():
+            assert (space / relative).read_text() == text
     assert (space / "net" / "models.py").read_bytes() == (REPO / "solutions" / "net" / "models.py").read_bytes()
     assert not (space / "staff").exists() and not (space / "saves").exists()
-    archive = demo.package(space, buggy.student_id, tmp_path / "subs")
+    archive = demo.package(space, buggy.student_id, tmp_path / "subs", buggy.deploy)
     with zipfile.ZipFile(archive) as zipped:
+        assert sorted(zipped.namelist()) == sorted(demo.HANDED_IN + demo.DEPLOY_HANDED_IN)
+    with zipfile.ZipFile(demo.package(space, "p1", tmp_path / "subs")) as zipped:  # Part 1 only
         assert sorted(zipped.namelist()) == sorted(demo.HANDED_IN)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from grader import export, grade, resubmit, roster
+from grader import export, grade, homework, resubmit, roster
 from tests.test_archives import make_zip
 from tests.test_grade import OPTIONS, read_grades, results_of, student_files, write_tree
 
@@ -164,11 +164,28 @@ def test_export_from_a_grading_folder_in_each_format(ta_class, tmp_path):
     assert moodle[1:] == [["1001", "Alice Liddell", "90"], ["bob", "Bob Marley", "0"], ["1003", "Carol King", "90"],
                           ["1005", "Erin Brockovich", "0"], ["zed", "", "0"]]
     plain = list(csv.DictReader(io.StringIO((tmp_path / "csv.csv").read_text())))
-    assert list(plain[0]) == ["student_id", "name", "lms_id", "prune", "quantize", "huffman", "total",
+    assert list(plain[0]) == ["student_id", "name", "lms_id", "prune", "quantize", "huffman", "deploy_total", "total",
                               "points_possible", "status"]
     assert plain[3] == {"student_id": "erin", "name": "Erin Brockovich", "lms_id": "1005", "prune": "0",
-                        "quantize": "0", "huffman": "0", "total": "0", "points_possible": "90",
+                        "quantize": "0", "huffman": "0", "deploy_total": "0", "total": "0", "points_possible": "90",
                         "status": roster.MISSING}
+
+
+def test_export_of_part_twos_own_total(ta_class, tmp_path, capsys):
+    """``--total deploy``: Part 2's total, out of its points, in its own gradebook column (separate scoring)."""
+    _, _, out, roster_path, _ = ta_class
+    assert export.main([str(out), "--format", "canvas", "--total", "deploy", "--out", str(tmp_path / "c.csv")]) == 0
+    canvas = rows_of((tmp_path / "c.csv").read_text())
+    assert canvas[0][-1] == homework.DEPLOY_GRADEBOOK_COLUMN and canvas[1][-1] == f"{homework.DEPLOY_POINTS:g}"
+    assert {row[2]: row[-1] for row in canvas[2:]}["alice"] == "0"  # alice hands in Part 1 only
+    plain = list(csv.DictReader(io.StringIO(export.render("csv", export.read_grades(out, "deploy")))))
+    assert list(plain[0])[3:-3] == list(homework.DEPLOY_PART_NAMES)
+    assert "deploy_total" in list(csv.DictReader(io.StringIO(export.render("csv", export.read_grades(out)))))[0]
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "grades.csv").write_text("student_id,prune,quantize,huffman,code_total,status\na,1,0,0,1,ok\n")
+    assert export.main([str(tmp_path / "old"), "--format", "csv", "--total", "deploy", "--out",
+                        str(tmp_path / "x.csv")]) == 2
+    assert "has no deploy_total column" in capsys.readouterr().err
 
 
 def test_export_prefers_the_leaderboards_final_grades(tmp_path):
@@ -220,8 +237,8 @@ def test_summary_of_the_class_with_its_leaderboard(ta_class, tmp_path):
     assert summary.main([str(out), "--leaderboard", str(board), "--out", str(tmp_path / "s")]) == 0
     text = (tmp_path / "s" / "summary.md").read_text()
     assert "5 students graded" in text and "ok 3" in text
-    assert "| prune | 70 | 5 | " in text and "| total | 90 | 5 |" in text
-    assert "- total: 0 ×3, 90 ×2" in text
+    assert "| prune | 70 | 5 | " in text and "| total | 90 | 5 |" in text and "| onnx | 10 | 5 |" in text
+    assert "- total: 0 ×3, 90 ×2" in text and "| deploy_total | 40 | 5 |" in text  # Part 2: nobody hands it in
     assert "failed by 1 of 3" in text  # bob, the skeleton, fails what alice and carol pass
     assert "2 of 4 students ranked" in text and "| compression rate (×) | 50.00 | 75.00 | 100.00 |" in text
     assert "| erin | missing: no submission |" in text and "| zed | rejected: the submission is empty" in text
