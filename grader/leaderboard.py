@@ -288,15 +288,11 @@ def merge(out_dir: Path) -> str:
            f"{(out_dir / 'leaderboard.html').resolve()}"
 
 
-def main(argv: List[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m grader leaderboard", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Measure every <student_id>.ptmodel safely, rank by compression rate, publish.")
-    parser.add_argument("submissions", type=Path, help="folder holding the <student_id>.ptmodel files")
-    parser.add_argument("--out", type=Path, required=True, help="folder for the leaderboard and its cache")
+def add_board_arguments(parser: argparse.ArgumentParser, suffix: str, gate: str) -> None:
+    """The options every leaderboard command shares (``leaderboard``, ``onnx-leaderboard``)."""
+    parser.add_argument("submissions", type=Path, help=f"folder holding the <student_id>{suffix} files")
     parser.add_argument("--data-dir", default="data", help="folder that holds (or will hold) cifar-10-batches-py/")
-    parser.add_argument("--grades", type=Path, help="the grader's grades.csv, to write final_grades.csv")
-    parser.add_argument("--gate", default=homework.GATE, help="accuracy (percent) a model must be strictly above")
+    parser.add_argument("--gate", default=gate, help="accuracy (percent) a model must be strictly above")
     parser.add_argument("--jobs", type=int, default=DEFAULT_JOBS,
                         help="models measured in parallel, each in its own process (0: in this process)")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds allowed per model")
@@ -307,7 +303,10 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--pseudonym-key", type=Path, help="the course's pseudonym key (created when absent; "
                         "default OUT/private/pseudonym.key)")
     shards.add_option(parser)
-    args = parser.parse_args(argv)
+
+
+def check_board_arguments(parser: argparse.ArgumentParser, args) -> Optional[shards.Shard]:
+    """Refuse bad shared options through ``parser`` (exit 2); return the shard, if one was asked for."""
     try:
         shard = shards.parse(args.shard) if args.shard is not None else None
     except shards.ShardError as error:
@@ -318,24 +317,48 @@ def main(argv: List[str]) -> int:
         parser.error(f"--gate must be a number, got {args.gate!r}")
     if not args.submissions.is_dir():
         parser.error(f"{args.submissions} is not a folder")
-    if args.grades and not args.grades.is_file():
-        parser.error(f"{args.grades} does not exist")
+    return shard
 
+
+def ready_to_measure(args) -> bool:
+    """Check the pseudonym key and the test set before anything is measured; say what is wrong if not."""
     from grader.pseudonyms import PseudonymError, key_file, load_or_create_key
-    try:
-        if args.pseudonyms:  # a bad key stops the run before anything is measured
-            load_or_create_key(key_file(args.out, args.pseudonym_key))
-    except (PseudonymError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    from grader.measure import CifarEvaluator
     from grader.reference import reference
     util = reference().util
     try:
+        if args.pseudonyms:
+            load_or_create_key(key_file(args.out, args.pseudonym_key))
         util.load_cifar10(args.data_dir, train=False)  # downloads it if it is missing and we are online
-    except util.DataError as error:
+    except (PseudonymError, OSError, util.DataError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return False
+    return True
+
+
+def print_outcome(args, rows: Sequence, shard: Optional[shards.Shard]) -> None:
+    """The command's last lines: what a shard did, or how many were ranked and where the page is."""
+    if shard:
+        print(f"shard {shards.name(shard)} measured; `python -m grader merge {args.out}` once every shard is")
+        return
+    print(f"{len(rows)} students, {sum(row.qualified for row in rows)} ranked (accuracy above {args.gate}%), "
+          f"{sum(row.entry.problem != '' for row in rows)} without a usable model")
+    print(f"leaderboard: {(args.out / 'leaderboard.html').resolve()}")
+
+
+def main(argv: List[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m grader leaderboard", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Measure every <student_id>.ptmodel safely, rank by compression rate, publish.")
+    add_board_arguments(parser, ".ptmodel", homework.GATE)
+    parser.add_argument("--out", type=Path, required=True, help="folder for the leaderboard and its cache")
+    parser.add_argument("--grades", type=Path, help="the grader's grades.csv, to write final_grades.csv")
+    args = parser.parse_args(argv)
+    shard = check_board_arguments(parser, args)
+    if args.grades and not args.grades.is_file():
+        parser.error(f"{args.grades} does not exist")
+    if not ready_to_measure(args):
         return 2
+    from grader.measure import CifarEvaluator
     try:
         rows = run(args.submissions, args.out, CifarEvaluator(args.data_dir, args.test_images), args.gate,
                    args.grades, max(0, args.jobs), args.timeout, pseudonyms=args.pseudonyms,
@@ -343,11 +366,5 @@ def main(argv: List[str]) -> int:
     except shards.ShardError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if shard:
-        print(f"shard {shards.name(shard)} measured; `python -m grader merge {args.out}` once every shard is")
-        return 0
-    ranked = sum(row.qualified for row in rows)
-    print(f"{len(rows)} students, {ranked} ranked (accuracy above {args.gate}%), "
-          f"{sum(row.entry.problem != '' for row in rows)} without a usable model")
-    print(f"leaderboard: {(args.out / 'leaderboard.html').resolve()}")
+    print_outcome(args, rows, shard)
     return 0

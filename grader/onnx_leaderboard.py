@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from grader import homework, resubmit, shards
-from grader.leaderboard import DEFAULT_JOBS, DEFAULT_TIMEOUT, Board, ResultCache, discover, measure_all, \
-    publish_class
+from grader.leaderboard import (DEFAULT_TIMEOUT, Board, ResultCache, add_board_arguments, check_board_arguments,
+                                discover, measure_all, print_outcome, publish_class, ready_to_measure)
 from grader.publish import BELOW_GATE_COLOUR, Column, Layout
 from grader.ranking import Row
 
@@ -194,57 +194,23 @@ def main(argv: List[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m grader onnx-leaderboard", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Check every <student_id>.onnx safely, rank by bit-operations above the gate, publish.")
-    parser.add_argument("submissions", type=Path, help="folder holding the <student_id>.onnx files")
+    add_board_arguments(parser, ".onnx", homework.ONNX_GATE)
     parser.add_argument("--out", type=Path, required=True, help="folder for this leaderboard and its cache "
                         "(not the --out of the compression leaderboard)")
-    parser.add_argument("--data-dir", default="data", help="folder that holds (or will hold) cifar-10-batches-py/")
-    parser.add_argument("--gate", default=homework.ONNX_GATE, help="accuracy (percent) a model must be strictly above")
-    parser.add_argument("--jobs", type=int, default=DEFAULT_JOBS,
-                        help="models measured in parallel, each in its own process (0: in this process)")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds allowed per model")
-    parser.add_argument("--test-images", type=int, default=None, metavar="N",
-                        help="evaluate on the first N test images only (a quick look, not for ranking)")
     parser.add_argument("--latency-rounds", type=int, default=homework.ONNX_LATENCY_ROUNDS,
                         help="interleaved timing rounds against the reference (0: no latency column)")
     parser.add_argument("--reference", type=Path, help="the dense reference .onnx for the latency ratio "
                         "(default: the reference AlexNet, exported once into OUT/cache)")
-    parser.add_argument("--pseudonyms", action="store_true",
-                        help="also write public/ (the ranking under stable pseudonyms) and private/pseudonyms.csv")
-    parser.add_argument("--pseudonym-key", type=Path, help="the course's pseudonym key (created when absent; "
-                        "default OUT/private/pseudonym.key)")
-    shards.add_option(parser)
     args = parser.parse_args(argv)
-    try:
-        shard = shards.parse(args.shard) if args.shard is not None else None
-    except shards.ShardError as error:
-        parser.error(str(error))
-    try:
-        float(args.gate)
-    except ValueError:
-        parser.error(f"--gate must be a number, got {args.gate!r}")
-    if not args.submissions.is_dir():
-        parser.error(f"{args.submissions} is not a folder")
+    shard = check_board_arguments(parser, args)
     if args.latency_rounds < 0:
         parser.error("--latency-rounds must be 0 or more")
     if args.reference and not args.reference.is_file():
         parser.error(f"{args.reference} does not exist")
-
-    from grader.pseudonyms import PseudonymError, key_file, load_or_create_key
-    try:
-        if args.pseudonyms:  # a bad key stops the run before anything is measured
-            load_or_create_key(key_file(args.out, args.pseudonym_key))
-    except (PseudonymError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    if not ready_to_measure(args):
         return 2
     from grader.onnx_measure import OnnxCifarEvaluator
-    from grader.reference import reference
     from grader.safeload import SubmissionError
-    util = reference().util
-    try:
-        util.load_cifar10(args.data_dir, train=False)  # downloads it if it is missing and we are online
-    except util.DataError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
     try:
         rows = run(args.submissions, args.out, OnnxCifarEvaluator(args.data_dir, args.test_images), args.gate,
                    max(0, args.jobs), args.timeout, pseudonyms=args.pseudonyms, pseudonym_key=args.pseudonym_key,
@@ -255,10 +221,5 @@ def main(argv: List[str]) -> int:
     except SubmissionError as error:  # only the --reference file can raise here
         print(f"error: the reference model cannot be used: {error}", file=sys.stderr)
         return 2
-    if shard:
-        print(f"shard {shards.name(shard)} measured; `python -m grader merge {args.out}` once every shard is")
-        return 0
-    print(f"{len(rows)} students, {sum(row.qualified for row in rows)} ranked (accuracy above {args.gate}%), "
-          f"{sum(row.entry.problem != '' for row in rows)} without a usable model")
-    print(f"leaderboard: {(args.out / 'leaderboard.html').resolve()}")
+    print_outcome(args, rows, shard)
     return 0
