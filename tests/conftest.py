@@ -111,3 +111,13 @@ def shared_alexnet(shared_alexnet_session):
     """A private copy of the pruned, 5-bit shared AlexNet."""
     import copy
     return copy.deepcopy(shared_alexnet_session)
+
+
+def grade_in_parallel(grade, jobs: dict, folder: Path) -> dict:
+    """``{name: grade(submission, folder / "<name>.json", *options)}`` for ``jobs = {name: (submission, options)}``,
+    two at a time (the suites' runner is single-threaded)."""
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {name: pool.submit(grade, submission, folder / f"{name}.json", *options)
+                   for name, (submission, options) in jobs.items()}
+        return {name: future.result() for name, future in futures.items()}

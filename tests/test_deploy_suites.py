@@ -14,15 +14,12 @@ import re
 import shutil
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from grader import box, homework, variants
-
-REPO = Path(__file__).resolve().parent.parent
-SOLUTIONS, ASSIGNMENT = REPO / "solutions", REPO / "assignment"
+from tests.conftest import ASSIGNMENT, REPO, SOLUTIONS, grade_in_parallel
 RUNNER = [sys.executable, "-m", "grader.suites.runner"]
 TODOS = {todo: part.name for part in homework.DEPLOY_PARTS for todo in part.todos}
 
@@ -91,10 +88,7 @@ def test_reference_full_skeleton_zero_every_variant_loses(tmp_path):
     jobs = {"reference": (SOLUTIONS, ()), "skeleton": (ASSIGNMENT, ())}
     for name in variants.deploy_names():
         jobs[name] = (submission(tmp_path / name, variant=name), ("--part", variants.bug(name).part))
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {name: pool.submit(grade, folder, tmp_path / f"{name}.json", *options)
-                   for name, (folder, options) in jobs.items()}
-        results = {name: future.result() for name, future in futures.items()}
+    results = grade_in_parallel(grade, jobs, tmp_path)
     reference = results.pop("reference")
     assert [t["output"] for t in reference if t["score"] != t["max_score"]] == []
     assert sum(t["score"] for t in reference) == homework.DEPLOY_POINTS

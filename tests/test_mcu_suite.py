@@ -16,15 +16,13 @@ import re
 import shutil
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from grader import box, homework, variants
 from mcu.export import HeaderError, header, integerize, parse_header
-from tests.conftest import ASSIGNMENT, REPO, SOLUTIONS
+from tests.conftest import ASSIGNMENT, REPO, SOLUTIONS, grade_in_parallel
 from tests.test_mcu_track import calibrated
 
 RUNNER = [sys.executable, "-m", "grader.suites.runner"]
@@ -104,7 +102,7 @@ def _grown(text: str) -> str:
     """``text`` with conv1's packed weights declared and written a million times longer."""
     start = text.index("static const uint8_t mcu_w0[")
     end = text.index("};", start)
-    return text[:start] + f"static const uint8_t mcu_w0[1000000] MCU_FLASH = {{\n" + ",\n".join(["    1"] * 10 ** 6) \
+    return text[:start] + "static const uint8_t mcu_w0[1000000] MCU_FLASH = {\n" + ",\n".join(["    1"] * 10 ** 6) \
         + "\n" + text[end:]
 
 
@@ -209,10 +207,7 @@ def test_reference_full_skeleton_zero_variants_and_attacks_lose_their_points(tmp
             "hostile": (hostile(tmp_path / "hostile"), ("--timeout", "15"))}
     for name in variants.mcu_names():
         jobs[name] = (submission(tmp_path / name, variant=name), ("--part", variants.bug(name).part))
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {name: pool.submit(grade, folder, tmp_path / f"{name}.json", *options)
-                   for name, (folder, options) in jobs.items()}
-        results = {name: future.result() for name, future in futures.items()}
+    results = grade_in_parallel(grade, jobs, tmp_path)
     reference = results.pop("reference")
     assert [t["output"] for t in reference if t["score"] != t["max_score"]] == []
     assert sum(t["score"] for t in reference) == homework.MCU_POINTS
