@@ -82,12 +82,30 @@ def test_a_good_submission_is_packed_checked_and_copied(handout, models, tmp_pat
     assert (tmp_path / "108062345.ptmodel").read_bytes() == paths["good"].read_bytes()
 
 
-@pytest.mark.parametrize("lines, reason", [
+GATE_CASES = [
     ((), "records no accuracy of the weight-shared model"),
     (("accuracy_after_weight_sharing 58.00 on 10000 test images",), f"is not above the gate of {homework.GATE}%"),
     (("accuracy_after_weight_sharing 80.00 on 200 test images",), "was measured on 200 test images"),
-])
-def test_ready_only_above_the_gate_on_the_whole_test_set(handout, models, tmp_path, lines, reason):
+    (("accuracy_after_weight_sharing 80.00 on 10000 test images",), None),
+    (("accuracy_after_weight_sharing 80.00 on 10000 test images", "accuracy_after_huffman 50.00 on 10000 test images"),
+     f"is not above the gate of {homework.GATE}%"),  # the last line counts
+]
+
+
+@pytest.mark.parametrize("lines, reason", GATE_CASES)
+def test_the_gate_reads_the_last_accuracy_logged_on_the_whole_test_set(tmp_path, lines, reason):
+    import check_submission
+    log = write_log(tmp_path, "initial_accuracy 90.00 on 10000 test images", *lines)
+    try:
+        problems = check_submission.gate_problems(*check_submission.logged_accuracy(log))
+    except check_submission.CheckError as error:
+        problems = [str(error)]
+    assert any(reason in problem for problem in problems) if reason else problems == []
+
+
+def test_ready_only_above_the_gate(handout, models, tmp_path):
+    """The command itself refuses a model at the gate (the cases of the rule are above, without the command)."""
+    lines, reason = GATE_CASES[1]
     log = write_log(tmp_path, "initial_accuracy 90.00 on 10000 test images", *lines)
     result = check(handout, "s5", "--model", models[0]["good"], "--out", tmp_path, "--log", log)
     assert result.returncode == 1 and reason in result.stdout and "Ready" not in result.stdout

@@ -272,11 +272,12 @@ def apply_weight_sharing(model, bits=5):
 
 
 PART_TWO_AGAIN = ("read_the_reference", "worker_driver_patch", "recorder_patch")
-"""Attacks tried again from Part 2's files (``deploy/``), which the judge grades in a box of their own. (The
-honest student hands in Part 1 only: Part 2's ONNX export can take more than this class's 15 s per test on a
-loaded machine, so there is no Part 2 of a classmate to copy here.)"""
-ATTACKS.update({f"deploy_{name}": (DEPLOY_STUDENT_FILES, ATTACKS[name][1]) for name in PART_TWO_AGAIN})
-
+"""Attacks tried again from Part 2's files (``deploy/``), which the judge grades in a box of their own: one
+submission carries all three, each guarded on its own, so that a success of any one of them shows. (The honest
+student hands in Part 1 only: Part 2's ONNX export can take more than this class's 15 s per test on a loaded
+machine, so there is no Part 2 of a classmate to copy here.)"""
+ATTACKS["deploy_reference_worker_and_recorder"] = (
+    DEPLOY_STUDENT_FILES, "".join(guarded(ATTACKS[name][1]) for name in PART_TWO_AGAIN))
 
 def write_submission(folder: Path, base: Path, appended: dict) -> None:
     """``base``'s student files (and Part 2's when a payload goes there), payloads appended."""
