@@ -78,6 +78,9 @@ DEPLOY_PARTS = (
     Part("onnx", 10.0, ("deploy/onnx_int8.py: export_onnx", "deploy/onnx_int8.py: BatchReader.get_next",
                         "deploy/onnx_int8.py: quantize_onnx", "deploy/onnx_int8.py: agreement"),
          "ONNX export, ONNX Runtime INT8 (QDQ, per-channel) and the agreement check"),
+    Part("optimiser", 6.0, ("deploy/optimiser.py: broken_constraints", "deploy/optimiser.py: ranking_key",
+                            "deploy/optimiser.py: choose"),
+         "the hardware-aware optimiser's decision: constraints, each target's ranking, the choice"),
 )
 DEPLOY_PART_NAMES = tuple(part.name for part in DEPLOY_PARTS)
 DEPLOY_PART_POINTS = {part.name: part.points for part in DEPLOY_PARTS}
@@ -89,9 +92,10 @@ or ``"bonus"`` (its points come on top of Part 1's ``TOTAL_POINTS``). Read throu
 DEPLOY_SCORINGS = ("separate", "bonus")
 
 DEPLOY_STUDENT_FILES = ("deploy/channels.py", "deploy/lowrank.py", "deploy/distill.py", "deploy/int8.py",
-                        "deploy/onnx_int8.py")
+                        "deploy/onnx_int8.py", "deploy/optimiser.py")
 """The files a Part 2 submission holds and its suites read."""
-DEPLOY_PROVIDED_FILES = ("deploy/__init__.py", "deploy/legacy_quant.py", "deploy/pipeline.py", "deploy/report.py")
+DEPLOY_PROVIDED_FILES = ("deploy/__init__.py", "deploy/legacy_quant.py", "deploy/pipeline.py", "deploy/report.py",
+                         "deploy/hardware.py", "deploy/plans.py")
 """Part 2's provided files (on top of ``PROVIDED_FILES``): the grader uses its own copies."""
 DEPLOY_NAME = "deploy"
 """Part 2's name where it appears beside Part 1's parts: its folder, and its total's column."""

@@ -50,7 +50,9 @@ are still dense float32, zeros included. Part 2, in `{folder}/`, makes it fast
 on a CPU: remove whole channels so the layers really shrink, factorise
 layers with a truncated SVD, win accuracy back with knowledge distillation,
 run in INT8 with PyTorch, and export to ONNX and run it in INT8 with ONNX
-Runtime. {_deploy_counts()}
+Runtime. Last, an optimiser measures what each step and number format gives
+on *your* machine and picks a plan for a target (speed, size, accuracy or
+balanced) under your constraints; you write its decision. {_deploy_counts()}
 
 {_deploy_table()}
 
@@ -69,6 +71,16 @@ its test accuracy, parameters and the exact bytes of the file it writes to
 logit difference against PyTorch. A step whose TODO is not written yet is
 skipped with a note that names it; the others still run. `--help` lists the
 flags (`--keep-channels`, `--energy`, `--distill-epochs`, `--backend`...).
+Then
+
+```bash
+python -m {folder}.optimiser --data-dir DATA --model saves/model_after_retraining.ptmodel --target speed --max-drop 3
+```
+
+measures every number format this machine runs (stage 1), builds the
+structural plans of `--structures` and measures them in the formats that
+helped (stage 2), and writes every candidate, the Pareto fronts, the chosen
+plan and why to `saves/{folder}/optimiser/` (JSON, Markdown and a plot).
 
 **What is graded.** Hidden tests call each of your functions on small
 models and compare what it returns with the grader's own computation: the
@@ -76,8 +88,9 @@ channels kept and the shapes of every repaired layer, unchanged outputs
 after removing channels that were all zero, the schedules at fixed steps,
 the SVD's error against the best possible of that rank, the distillation
 loss on known logits, the INT8 model's weights and scales, the ONNX
-operators (QuantizeLinear/DequantizeLinear, one scale per output channel)
-and the agreement figures. No test measures speed, and the pipeline's
+operators (QuantizeLinear/DequantizeLinear, one scale per output channel),
+the agreement figures, and the optimiser's choice on made-up measured rows
+whose right answer follows from its docstrings. No test measures speed, and the pipeline's
 numbers are yours to study: they are not graded. Only {handed_in} are
 graded; the grader uses its own {provided}."""
 

@@ -192,6 +192,9 @@ SVD = "deploy/lowrank.py: truncated_svd"
 ENERGY = "deploy/lowrank.py: rank_for_energy"
 FACTOR_CONV = "deploy/lowrank.py: factorize_conv"
 KD = "deploy/distill.py: distillation_loss"
+BROKEN = "deploy/optimiser.py: broken_constraints"
+RANKING = "deploy/optimiser.py: ranking_key"
+CHOOSE = "deploy/optimiser.py: choose"
 CALIBRATE = "deploy/int8.py: calibrate"
 STATIC = "deploy/int8.py: quantize_static"
 DYNAMIC = "deploy/int8.py: quantize_linears"
@@ -291,6 +294,33 @@ DEPLOY_BUGS: Tuple[Bug, ...] = (
         "agreement reports the mean absolute logit difference instead of the largest.",
         [('"max_abs_diff": float((reference - logits).abs().max().item())}\n',
           '"max_abs_diff": float((reference - logits).abs().mean().item())}\n')]),
+    Bug("limits_exclusive", "optimiser", BROKEN,
+        "a candidate exactly at a limit is refused (>= where the limits are inclusive).",
+        [("    if constraints.max_accuracy_drop is not None and drop > constraints.max_accuracy_drop:\n",
+          "    if constraints.max_accuracy_drop is not None and drop >= constraints.max_accuracy_drop:\n"),
+         ('    if constraints.max_bytes is not None and row["bytes"] > constraints.max_bytes:\n',
+          '    if constraints.max_bytes is not None and row["bytes"] >= constraints.max_bytes:\n'),
+         ('    if constraints.max_latency_ms is not None and row["latency_ms"] > constraints.max_latency_ms:\n',
+          '    if constraints.max_latency_ms is not None and row["latency_ms"] >= constraints.max_latency_ms:\n')]),
+    Bug("drop_sign_flipped", "optimiser", BROKEN,
+        "the accuracy drop is computed as the row's accuracy minus the reference's.",
+        [('    drop = reference["accuracy"] - row["accuracy"]\n', '    drop = row["accuracy"] - reference["accuracy"]\n')]),
+    Bug("balanced_arithmetic_mean", "optimiser", RANKING,
+        "balanced ranks by the arithmetic mean of the two ratios instead of their geometric mean.",
+        [('        return (math.sqrt(ratio * size / reference["bytes"]), -accuracy)\n',
+          '        return ((ratio + size / reference["bytes"]) / 2, -accuracy)\n')]),
+    Bug("accuracy_not_negated", "optimiser", RANKING,
+        "the accuracy target puts the least accurate row first (the accuracy is not negated).",
+        [("        return (-accuracy, ratio, size)\n", "        return (accuracy, ratio, size)\n")]),
+    Bug("choose_ignores_constraints", "optimiser", CHOOSE, "choose ranks every row, constraints or not.",
+        [("    allowed = [row for row in rows if not broken_constraints(row, reference, constraints)]\n",
+          "    allowed = list(rows)\n")]),
+    Bug("drop_from_most_accurate", "optimiser", CHOOSE,
+        "choose measures the drop from the most accurate row instead of rows[0], the reference.",
+        [("    reference = rows[0]\n    allowed", "    reference = max(rows, key=lambda row: row[\"accuracy\"])\n    allowed")]),
+    Bug("ties_by_position", "optimiser", CHOOSE, "rows whose keys tie are told apart by their position, not their name.",
+        [('    return min(allowed, key=lambda row: (ranking_key(row, reference, target), row["name"]))\n',
+          "    return min(allowed, key=lambda row: ranking_key(row, reference, target))\n")]),
 )
 """Part 2's variants; ``bug``, ``variant_files`` and ``apply`` find them by name like Part 1's."""
 

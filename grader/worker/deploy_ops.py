@@ -223,7 +223,58 @@ def agreement(request: dict, arrays: Arrays) -> Answer:
     return {"returned": {str(k): plain(v) for k, v in returned.items()}}, {}
 
 
+# --------------------------------------------------------------------------- deploy/optimiser.py
+
+def _constraints(module, given: dict):
+    return call(module.Constraints, **given)
+
+
+def broken_constraints(request: dict, arrays: Arrays) -> Answer:
+    module = load("deploy.optimiser")
+    answers = []
+    for case in request["cases"]:
+        broken = call(module.broken_constraints, dict(case["row"]), dict(case["reference"]),
+                      _constraints(module, case["constraints"]))
+        answers.append([str(name) for name in broken] if isinstance(broken, (list, tuple)) else plain(broken))
+    return {"broken": answers}, {}
+
+
+def ranking_order(request: dict, arrays: Arrays) -> Answer:
+    """The rows' names sorted by the student's ``ranking_key`` (the name breaking ties), for one target."""
+    module = load("deploy.optimiser")
+    rows, reference = request["rows"], request["rows"][0]
+    keys = [call(module.ranking_key, dict(row), dict(reference), request["target"]) for row in rows]
+    try:
+        order = sorted(range(len(rows)), key=lambda i: (tuple(keys[i]), rows[i]["name"]))
+    except TypeError as error:
+        raise StudentError(f"ranking_key's keys cannot be compared or are not tuples: {error}") from None
+    return {"order": [rows[i]["name"] for i in order]}, {}
+
+
+def ranking_key_refuses(request: dict, arrays: Arrays) -> Answer:
+    """Whether ``ranking_key`` raises ``ValueError`` for an unknown target, and what its message says."""
+    module = load("deploy.optimiser")
+    row = request["row"]
+    try:
+        returned = module.ranking_key(dict(row), dict(row), request["target"])
+    except ValueError as error:
+        return {"raised": True, "message": str(error)[:500]}, {}
+    except BaseException as error:  # noqa: B902 - another exception is an answer too
+        return {"raised": False, "message": f"raised {type(error).__name__}, not ValueError"}, {}
+    return {"raised": False, "message": f"returned {plain(returned)!r}"}, {}
+
+
+def choose(request: dict, arrays: Arrays) -> Answer:
+    module = load("deploy.optimiser")
+    chosen = call(module.choose, [dict(row) for row in request["rows"]], request["target"],
+                  _constraints(module, request["constraints"]))
+    if chosen is not None and not (isinstance(chosen, dict) and isinstance(chosen.get("name"), str)):
+        raise StudentError(f"choose returned {plain(chosen)!r}, not one of the rows (or None)")
+    return {"chosen": None if chosen is None else chosen["name"]}, {}
+
+
 OPERATIONS = {f"deploy_{function.__name__}": function for function in (
     filter_scores, channels_to_keep, flattened_features, remove_channels, schedule,
     truncated_svd, rank_for_energy, factorize_conv, distillation_loss, calibrate, quantize_static,
-    quantize_linears, export_onnx, batch_reader, quantize_onnx, agreement)}
+    quantize_linears, export_onnx, batch_reader, quantize_onnx, agreement,
+    broken_constraints, ranking_order, ranking_key_refuses, choose)}

@@ -39,7 +39,6 @@ front; one confusion matrix per subject). The functions are small on
 purpose: a search over compression settings can call ``measure`` on each
 candidate and read the dictionary it returns.
 """
-import argparse
 import json
 import statistics
 import tempfile
