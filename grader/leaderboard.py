@@ -236,15 +236,14 @@ COMPRESSION = Board("leaderboard", SUFFIX, "grader.measure:Measurement", "grader
 """Part 1's leaderboard."""
 
 
-def publish_class(out_dir: Path, board: Board = COMPRESSION, entry_of: Optional[Callable] = None) -> List:
+def publish_class(out_dir: Path, board: Board = COMPRESSION) -> List:
     """Rank the whole class from every shard's measurements in ``out_dir`` and write every published file;
     return the rows. ``ShardError`` when the shards do not fit together (:func:`grader.shards.collect`).
-    ``entry_of(measurement)`` is the ranking's entry of a measurement (default: ``measurement.entry()``)."""
+    A student's ``extra`` facts in a shard's record (the ONNX board's ``fits_uno``) go to ``entry()``."""
     from grader import publish
     from grader.ranking import rank_entries
 
     kind = board.load("measurement")
-    entry_of = entry_of or (lambda measurement: measurement.entry())
     done = shards.collect(out_dir, board.kind)
     settings = done.settings
     cache = ResultCache(out_dir / "cache", done.version, kind)
@@ -266,8 +265,8 @@ def publish_class(out_dir: Path, board: Board = COMPRESSION, entry_of: Optional[
         raise shards.ShardError(f"cannot merge {out_dir}: the grades file {settings['grades']} the shards were "
                                 f"given cannot be read ({error}).\nPut it back, or run the shards again with "
                                 "another --grades.") from None
-    entries += [entry_of(measurement) for measurement in results.values()]
-    entries += [entry_of(kind(student_id, problem=f"missing: no {board.suffix} submitted"))
+    entries += [measurement.entry(**done.students[sid].get("extra", {})) for sid, measurement in results.items()]
+    entries += [kind(student_id, problem=f"missing: no {board.suffix} submitted").entry()
                 for student_id in grade_rows if student_id not in done.students]
     rows = rank_entries(entries, settings["gate"])
     measured = {sid: m for sid, m in results.items() if "rejected" not in done.students[sid]}

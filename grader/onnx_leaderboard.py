@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from grader import homework, resubmit, shards
+from grader import homework, resubmit, shards, uno
 from grader.leaderboard import (DEFAULT_TIMEOUT, Board, ResultCache, add_board_arguments, check_board_arguments,
                                 discover, measure_all, print_outcome, publish_class, ready_to_measure)
 from grader.publish import BELOW_GATE_COLOUR, Column, Layout
@@ -175,8 +175,11 @@ def run(submissions_dir: Path, out_dir: Path, evaluator, gate: str = homework.ON
                           setup=_setup_worker, task=_measure_task, kind=OnnxMeasurement)
     done = {sid: {"rejected": problem} for sid, problem in rejected.items()}
     for submission in found:  # a failure (crash, timeout) is not cached: it is tried again next run
-        done[submission.student_id] = {"sha256": submission.sha256} if cache.get(submission) is not None else \
-            {"failed": results[submission.student_id].problem}
+        if cache.get(submission) is None:
+            done[submission.student_id] = {"failed": results[submission.student_id].problem}
+        else:
+            done[submission.student_id] = {"sha256": submission.sha256,
+                                           "extra": {"fits_uno": uno.fits_uno(submission.path, out_dir / "cache")}}
     settings = {"gate": str(gate), "pseudonyms": pseudonyms,
                 "pseudonym_key": str(Path(pseudonym_key).resolve()) if pseudonym_key else None}
     shards.finish(out_dir, KIND, shard, cache.key, settings, done)

@@ -433,3 +433,44 @@ def test_the_verb_is_listed_and_merges_are_wired():
     from grader import cli
     assert "onnx-leaderboard" in cli.VERBS and shards.MERGERS["onnx-leaderboard"] == "grader.onnx_leaderboard"
     assert leaderboard.COMPRESSION.kind == "leaderboard" and onnx_leaderboard.BOARD.suffix == homework.ONNX_SUFFIX
+
+
+# ----------------------------------------------------------------------------- fits UNO (a C header beside the .onnx)
+
+
+def uno_header(channels=(4, 6, 8)) -> str:
+    """The mcu_model.h that the microcontroller track's export writes for a small binary TinyNet."""
+    import torch
+
+    from mcu.export import header, integerize
+    from mcu.model import TinyNet, to_input
+    torch.manual_seed(0)
+    model = TinyNet(channels)
+    images = torch.randint(0, 256, (16, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        model.train()
+        model(to_input(images))
+    return header(integerize(model.eval(), images))
+
+
+def test_fits_uno_comes_from_the_header_built_and_simulated_never_from_its_text(tmp_path, data, reference):
+    from mcu import toolchain
+    if not toolchain.avr_available():
+        pytest.skip("avr-gcc, avr-size or simavr missing (.ci/run installs gcc-avr avr-libc binutils-avr simavr)")
+    submissions = tmp_path / "in"
+    submissions.mkdir()
+    good = uno_header()
+    for sid in ("alice", "bob", "carol", "dave"):
+        om.save(om.colour_classifier(), submissions / f"{sid}.onnx")
+    (submissions / "alice.h").write_text(good)
+    (submissions / "bob.h").write_text('#include "/etc/passwd"\n' + good)  # the preprocessor would read it
+    (submissions / "carol.h").symlink_to("/etc/passwd")
+    run(submissions, tmp_path / "out", data, reference, rounds=0)
+    table = {row["student_id"]: row["fits_uno"] for row in read_csv(tmp_path / "out" / "leaderboard.csv")}
+    assert table["alice"].startswith("yes: flash ") and "of 32,256 B, SRAM" in table["alice"]
+    assert table["bob"].startswith("invalid header (not compiled): the header is not what mcu/export.py writes")
+    assert "root:" not in table["bob"] and table["carol"] == "invalid header: carol.h must be a regular file"
+    assert table["dave"] == "n/a"
+    assert len(list((tmp_path / "out" / "cache").glob("uno-*.json"))) == 2  # alice's and bob's, by hash
+    details = (tmp_path / "out" / "details" / "alice.txt").read_text()
+    assert f"fits UNO: {table['alice']}" in details
