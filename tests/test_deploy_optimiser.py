@@ -9,6 +9,7 @@ writes its three files and resumes.
 import json
 import math
 import platform
+from pathlib import Path
 
 import pytest
 
@@ -232,6 +233,9 @@ def test_a_small_real_run_measures_writes_and_resumes(tmp_path, alexnet):
     half = next(r for r in result["candidates"] if r["name"] == "float16")
     assert abs(half["bytes"] - reference["bytes"] / 2) < 0.01 * reference["bytes"]
     assert all(r["parameters"] < reference["parameters"] / 3 for r in result["candidates"] if r["stage"] == 2)
+    files = sorted(path.name for path in (tmp_path / "out" / "models").iterdir())
+    assert files == sorted(f"{r['name'].replace('/', '_').replace(':', '-')}.pt" for r in result["candidates"])
+    assert all(Path(r["file"]).stat().st_size == r["bytes"] for r in result["candidates"])  # each its own file
     lines = (tmp_path / "out" / "measured.jsonl").read_text().count("\n")
     again = run_python([*args, "--target", "size", "--max-drop", "-1"], SOLUTIONS)
     assert again.returncode == 0, again.stderr

@@ -195,13 +195,13 @@ def build(plan: Plan, workshop: Workshop) -> Tuple[report.Subject, Path]:
         raise ValueError(f"{plan_name(plan)}: a plan has at most one number format, and it comes last")
     model = structure(plan, workshop)
     format_name, _, engine = (formats[0] if formats else "float32").partition(":")
-    path = workshop.folder / f"{plan_name(plan).replace('/', '_')}"
+    stem = plan_name(plan).replace("/", "_").replace(":", "-")  # a file name on any system
     if format_name in ("onnx", "onnx_int8"):
-        float_path = onnx_int8.export_onnx(model, torch.zeros(report.EXAMPLE_SHAPE), path.with_suffix(".onnx"))
+        float_path = workshop.folder / f"{stem}{'' if format_name == 'onnx' else '_float'}.onnx"
+        onnx_int8.export_onnx(model, torch.zeros(report.EXAMPLE_SHAPE), float_path)
         if format_name == "onnx":
             return float_path, float_path
-        int8_path = onnx_int8.quantize_onnx(float_path, path.with_name(path.name + "_int8.onnx"),
-                                            workshop.calibration())
+        int8_path = onnx_int8.quantize_onnx(float_path, workshop.folder / f"{stem}.onnx", workshop.calibration())
         float_path.unlink()
         return int8_path, int8_path
     if format_name in ("float16", "bfloat16"):
@@ -210,7 +210,7 @@ def build(plan: Plan, workshop: Workshop) -> Tuple[report.Subject, Path]:
         model = int8.quantize_linears(model)
     elif format_name == "int8_static":
         model = int8.quantize_static(model, workshop.calibration(), engine or "x86")
-    return model, report.save(model, path.with_suffix(".pt"))
+    return model, report.save(model, workshop.folder / f"{stem}.pt")
 
 
 def combined(structures: Iterable[Plan], formats: Sequence[str]) -> List[Plan]:
