@@ -15,11 +15,11 @@ nothing about speed. It works in two stages:
    with ``deploy/report.py``: accuracy, bytes, latency against the starting
    model (the *reference*).
 2. **Structure.** Each structural plan (``--structures``: channel pruning,
-   low rank, distillation) is built once, then measured in float32 and in
-   each format that stage 1 found *useful for the target*: on the Pareto front
-   of accuracy against latency (target ``speed``), against bytes (``size``),
-   or either (``accuracy``, ``balanced``). A format that measured slower and
-   less accurate than another is not tried again.
+   low rank, distillation) is built once, then measured in each format that
+   stage 1 found *useful for the target* (float32 too, if it was): those on
+   the Pareto front of accuracy against latency (target ``speed``), against
+   bytes (``size``), or either (``accuracy``, ``balanced``). A format that
+   measured slower and no more accurate than another is not tried again.
 
 Then it keeps the candidates that meet the constraints and picks the best
 for the target; that choice is what you write below. Everything goes to
@@ -39,7 +39,7 @@ from deploy.hardware import HardwareProfile
 
 Row = Dict[str, object]
 """A measured candidate: ``report.measure``'s dictionary (``name``, ``accuracy`` in percent, ``bytes``,
-``latency_ms``, ``latency_ratio`` to the reference, ...) plus its ``plan``."""
+``latency_ms``, ``latency_ratio`` to the reference, ...) plus its ``plan``, ``format`` and ``stage``."""
 TARGETS = ("speed", "size", "accuracy", "balanced")
 
 
