@@ -2,6 +2,7 @@
 import ast
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -156,6 +157,47 @@ def test_every_base_image_has_pins_and_setup_refuses_other_pythons(bundle, tmp_p
     done = subprocess.run(["bash", "-c", script], env={"PATH": f"{fake}:/usr/bin:/bin"}, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 1 and "python3 is 3.8" in done.stderr and "Ubuntu 22.04 or Ubuntu 24.04" in done.stderr
+
+
+PARSE_EVERY_FILE = """
+import pathlib, sys
+bad = []
+for path in sorted(pathlib.Path(sys.argv[1]).rglob("*.py")):
+    try:
+        compile(path.read_text(), str(path), "exec", dont_inherit=True)
+    except SyntaxError as error:
+        bad.append(f"{path.relative_to(sys.argv[1])}:{error.lineno}: {error.msg}")
+print("\\n".join(bad))
+"""
+
+
+def interpreter(version: str):
+    """A working ``python<version>`` on this machine (on PATH, or a pyenv build), or None."""
+    candidates = [shutil.which(f"python{version}"), f"/usr/bin/python{version}",
+                  *sorted(Path.home().glob(f".pyenv/versions/{version}.*/bin/python{version}"))]
+    for candidate in filter(None, candidates):
+        try:
+            done = subprocess.run([str(candidate), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                                  capture_output=True, text=True, timeout=30)
+        except OSError:
+            continue
+        if done.returncode == 0 and done.stdout.strip() == version:
+            return str(candidate)
+    return None
+
+
+@pytest.mark.parametrize("image", sorted(gradescope.IMAGES))
+def test_every_file_of_the_bundle_parses_under_the_image_python(bundle, tmp_path, image):
+    """The grader, suites and handout the bundle carries are valid syntax for each image's python3 (where that
+    interpreter is installed here): no construct newer than the image's Python reaches Gradescope."""
+    python = interpreter(gradescope.IMAGES[image])
+    if python is None:
+        pytest.skip(f"python{gradescope.IMAGES[image]} is not installed here")
+    with zipfile.ZipFile(bundle) as zf:
+        zf.extractall(tmp_path / "source")
+    done = subprocess.run([python, "-c", PARSE_EVERY_FILE, str(tmp_path / "source")], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "", done.stdout + done.stderr
 
 
 def pypi_reachable() -> bool:
