@@ -206,6 +206,29 @@ def test_the_result_names_the_choice_its_reason_and_the_fronts(tmp_path):
     assert f"**Chosen: {result['chosen']}.**" in written[1].read_text() and written[2].stat().st_size > 10_000
 
 
+def test_auto_proposes_the_least_pruned_plans_that_could_meet_the_limits(alexnet):
+    from deploy import report
+    whole = {"parameters": report.parameter_count(alexnet), "macs": report.macs(alexnet)}
+    stage1 = [{**REFERENCE, **whole, "format": "float32"},
+              {**row("int8", 74.0, 20_000_000, 0.2, ms=4.0), **whole, "format": "int8_static:x86"}]
+
+    def proposed(limits, count=2):
+        return [plans.plan_name(p) for p in optimiser.propose(alexnet, limits, 1, count)(stage1, ["float32",
+                                                                                              "int8_static:x86"])]
+    assert proposed(Constraints()) == ["channels=0.75/0.5+distill=1", "channels=0.5/0.5+distill=1"]
+    # 0.5/0.25 keeps about a tenth of the parameters, 0.25/0.25 about a twentieth: 2 MB in INT8, 1 MB
+    assert proposed(Constraints(max_bytes=2_500_000), count=4) == ["channels=0.5/0.25+distill=1",
+                                                                  "channels=0.25/0.25+distill=1"]
+    assert proposed(Constraints(max_bytes=1_000)) == []
+    assert proposed(Constraints(max_latency_ms=0.01)) == []
+    rows, _ = run_search(CPU_FACTS, "speed")  # a proposer is called once, with stage 1's rows and useful formats
+    calls = []
+    build, measure, _ = made_up_machine(CPU_FACTS)
+    optimiser.search(X86, lambda rows, useful: calls.append((len(rows), list(useful))) or [], "speed", build, measure,
+                     log=lambda line: None)
+    assert calls == [(9, ["int8_static:x86", "onnx", "onnx_int8"])]
+
+
 def test_balanced_uses_the_bytes_ratio_to_the_reference():
     assert math.isclose(ranking_key(row("x", 70, 20_000_000, 0.04), REFERENCE, "balanced")[0], math.sqrt(0.04 / 4))
 

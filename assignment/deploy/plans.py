@@ -153,8 +153,8 @@ def fine_tune(model: nn.Module, teacher: nn.Module, workshop: Workshop, epochs: 
     model.eval()
 
 
-def apply_structure(model: nn.Module, step: Step, workshop: Workshop) -> nn.Module:
-    """A new model: ``model`` changed by one structural step."""
+def apply_structure(model: nn.Module, step: Step, workshop: Optional[Workshop]) -> nn.Module:
+    """A new model: ``model`` changed by one structural step (only ``distill`` needs the ``workshop``)."""
     from deploy import channels, lowrank
     changed = copy.deepcopy(model)
     if step.kind == "channels":

@@ -2,7 +2,7 @@
 
     python -m deploy.optimiser --data-dir DATA --model saves/model_after_retraining.ptmodel \
         --target balanced [--max-drop 3] [--max-bytes N] [--max-latency-ms MS] \
-        [--structures channels=0.5/0.25+distill=1,...] [--profile machine.json] [--out saves/deploy/optimiser]
+        [--structures auto | channels=0.5/0.25+distill=1,...] [--profile machine.json] [--out saves/deploy/optimiser]
 
 Which compression is best depends on the machine and on what you want. INT8
 is fast where the CPU has an INT8 engine; float16 halves the file but can run
@@ -15,7 +15,9 @@ nothing about speed. It works in two stages:
    with ``deploy/report.py``: accuracy, bytes, latency against the starting
    model (the *reference*).
 2. **Structure.** Each structural plan (``--structures``: channel pruning,
-   low rank, distillation) is built once, then measured in each format that
+   low rank, distillation; ``auto`` proposes channel-pruning plans that stage
+   1's numbers say could meet the size and latency limits) is built once, then
+   measured in each format that
    stage 1 found *useful for the target* (float32 too, if it was): those on
    the Pareto front of accuracy against latency (target ``speed``), against
    bytes (``size``), or either (``accuracy``, ``balanced``). A format that
@@ -31,7 +33,9 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch.nn as nn
 
 import util
 from deploy import plans, report
@@ -149,14 +153,21 @@ def useful_formats(format_rows: Sequence[Row], target: str) -> List[str]:
     return [row["format"] for row in format_rows if row["name"] in on_front]
 
 
-def search(profile: HardwareProfile, structures: Sequence[plans.Plan], target: str, build: plans.Build,
-           measure: plans.Measure, measured: Optional[Dict[str, Row]] = None, log=print) -> List[Row]:
+Propose = Callable[[Sequence[Row], Sequence[str]], Sequence[plans.Plan]]
+"""Stage 2's structural plans from stage 1's rows and the useful formats (``propose``, or a fixed list)."""
+
+
+def search(profile: HardwareProfile, structures: Union[Sequence[plans.Plan], Propose], target: str,
+           build: plans.Build, measure: plans.Measure, measured: Optional[Dict[str, Row]] = None,
+           log=print) -> List[Row]:
     """Stage 1 then stage 2 (see the module's text); the rows in the order measured, the reference first.
 
     ``build(plan)`` gives a subject and its file, ``measure(name, subject, path)``
     a row: ``plans.build`` and ``report.measure`` in a real run, or anything
-    with the same form in a test. ``measured`` holds rows from an earlier run
-    by name (a resumed run): those plans are neither built nor measured again.
+    with the same form in a test. ``structures`` is a list of plans or a
+    function of stage 1's rows and useful formats that proposes them.
+    ``measured`` holds rows from an earlier run by name (a resumed run): those
+    plans are neither built nor measured again.
     """
     measured = {} if measured is None else measured
     rows: List[Row] = []
@@ -175,11 +186,44 @@ def search(profile: HardwareProfile, structures: Sequence[plans.Plan], target: s
     format_rows = [run(plans.combined([()], [fmt])[0], fmt, 1) for fmt in plans.candidate_formats(profile)]
     keep = useful_formats(format_rows, target)
     log(f"useful for {target}, as measured: {', '.join(keep)}")
+    if callable(structures):
+        structures = structures(format_rows, keep)
+        log(f"proposed: {', '.join(map(plans.plan_name, structures)) or 'nothing (no plan could meet the limits)'}")
     for structure in structures:
         log(f"--- stage 2: {plans.plan_name(structure)}")
         for fmt, plan in zip(keep, plans.combined([structure], keep)):
             run(plan, fmt, 2)
     return rows
+
+
+PROPOSED_CHANNELS = ("0.75/0.5", "0.5/0.5", "0.5/0.25", "0.25/0.25")
+"""The channel-pruning grid of ``--structures auto`` (conv2-conv5 / fc1-fc2 kept), least removed first."""
+
+
+def propose(start: nn.Module, constraints: Constraints, epochs: int, count: int) -> Propose:
+    """``--structures auto``: up to ``count`` plans of ``PROPOSED_CHANNELS`` (then ``epochs`` of distillation),
+    the least pruned first, that could meet ``max_bytes`` and ``max_latency_ms`` in one of the useful formats.
+
+    "Could" is an estimate: the plan's parameters and MACs, counted on a pruned
+    copy (no training), times that format's bytes and milliseconds measured in
+    stage 1 for the whole model. Keeping the least pruned plans that fit keeps
+    the most accuracy; what each plan really gives is measured afterwards.
+    """
+    def proposals(format_rows: Sequence[Row], useful: Sequence[str]) -> List[plans.Plan]:
+        reference, by_format = format_rows[0], {row["format"]: row for row in format_rows}
+        chosen: List[plans.Plan] = []
+        for keep in PROPOSED_CHANNELS:
+            pruned = plans.apply_structure(start, plans.Step("channels", keep), workshop=None)
+            params = report.parameter_count(pruned) / reference["parameters"]
+            work = report.macs(pruned) / reference["macs"]
+            if any((constraints.max_bytes is None or by_format[fmt]["bytes"] * params <= constraints.max_bytes)
+                   and (constraints.max_latency_ms is None
+                        or by_format[fmt]["latency_ms"] * work <= constraints.max_latency_ms) for fmt in useful):
+                chosen.append((plans.Step("channels", keep),) + ((plans.Step("distill", str(epochs)),) if epochs else ()))
+            if len(chosen) == count:
+                break
+        return chosen
+    return proposals
 
 
 def reason(chosen: Optional[Row], rows: Sequence[Row], target: str, constraints: Constraints) -> str:
@@ -305,15 +349,21 @@ def main() -> None:
                         help="accuracy points below the starting model allowed (a negative value: none)")
     parser.add_argument("--max-bytes", type=int, default=None, help="largest file allowed, in bytes")
     parser.add_argument("--max-latency-ms", type=float, default=None, help="slowest median latency allowed")
-    parser.add_argument("--structures", default="channels=0.5/0.25+distill=1",
-                        help="structural plans for stage 2, comma-separated ('' for none)")
+    parser.add_argument("--structures", default="auto",
+                        help="structural plans for stage 2, comma-separated ('' for none), or auto: up to --plans "
+                             f"of the channel grid {', '.join(PROPOSED_CHANNELS)} that could meet the limits")
+    parser.add_argument("--plans", type=int, default=2, help="how many plans --structures auto proposes")
+    parser.add_argument("--distill-epochs", type=int, default=1, help="distillation after each proposed plan")
     parser.add_argument("--profile", help="a hardware profile as JSON (default: detected from this machine)")
     parser.add_argument("--lr", type=float, default=0.01, help="learning rate of distillation")
     parser.add_argument("--latency-rounds", type=int, default=20, help="rounds of 10 interleaved runs per latency")
     parser.add_argument("--out", default="saves/deploy/optimiser", help="folder of the results and built models")
     args = parser.parse_args()
-    structures = [plans.parse_plan(text) for text in args.structures.split(",") if text.strip()]
-    if any(step.kind == "format" for plan in structures for step in plan):
+    if args.plans < 1 or args.distill_epochs < 0:
+        raise ValueError("--plans must be at least 1 and --distill-epochs at least 0")
+    fixed = [] if args.structures == "auto" else \
+        [plans.parse_plan(text) for text in args.structures.split(",") if text.strip()]
+    if any(step.kind == "format" for plan in fixed for step in plan):
         raise ValueError("--structures holds structural steps only (channels, lowrank, distill); "
                          "the formats are the optimiser's to try")
     profile = HardwareProfile.detect() if not args.profile else HardwareProfile.from_dict(
@@ -330,11 +380,12 @@ def main() -> None:
     def measure(name, subject, path):
         return report.measure(name, subject, test_set, start, path, rounds=args.latency_rounds, profile=False)
 
+    structures = propose(start, constraints, args.distill_epochs, args.plans) if args.structures == "auto" else fixed
+    choosing_only = ("target", "max_drop", "max_bytes", "max_latency_ms", "structures", "plans", "distill_epochs", "log")
+    settings = {key: value for key, value in vars(args).items() if key not in choosing_only}
+    settings["model_sha256"] = hashlib.sha256(Path(args.model).read_bytes()).hexdigest()
     rows = search(profile, structures, args.target, lambda plan: plans.build(plan, workshop), measure,
-                  Resumable(out / "measured.jsonl", {**{key: value for key, value in vars(args).items()
-                                                        if key not in ("target", "max_drop", "max_bytes",
-                                                                       "max_latency_ms", "structures", "log")},
-                                                     "model_sha256": hashlib.sha256(Path(args.model).read_bytes()).hexdigest()}))
+                  Resumable(out / "measured.jsonl", settings))
     result = decide(rows, profile, args.target, constraints)
     written = write(result, out)
     print(f"--- chosen: {result['chosen']}\n{result['reason']}\n" + "\n".join(str(path) for path in written))
