@@ -83,11 +83,12 @@ def quantize_linears(model: nn.Module) -> nn.Module:
     # STUB: raise NotImplementedError("TODO deploy/int8.py: quantize_linears")
 
 
-def train_qat(prepared: nn.Module, batches: Sequence[Batch], optimizer) -> List[float]:
+def train_qat(prepared: nn.Module, batches: Sequence[Batch], optimizer: torch.optim.Optimizer) -> List[float]:
     """One pass of training over ``batches`` through the fake-quantised model; return each batch's loss.
 
     ``prepared`` comes from ``legacy_quant.prepare_qat``: its forward pass rounds
-    like INT8 does, so the gradients tell the weights how to do well *after* rounding.
+    like INT8 does, so the gradients tell the weights how to do well *after*
+    rounding. ``optimizer`` (anything with ``zero_grad()`` and ``step()``) holds its parameters.
     """
     # TODO: put `prepared` in train mode; then for each (images, labels) of
     #       `batches`, in order: optimizer.zero_grad(), the loss
