@@ -106,7 +106,8 @@ QAT_AND_CAPTURE = ("deploy/int8.py: train_qat", "deploy/int8.py: quantize_qat", 
 
 def test_qat_and_capture_have_their_variants():
     """Two or three realistic bugs per TODO of quantisation-aware training and graph capture."""
-    counts = {todo: sum(variants.bug(name).todo == todo for name in variants.deploy_names()) for todo in QAT_AND_CAPTURE}
+    counts = {todo: sum(variants.bug(name).todo == todo for name in variants.deploy_names())
+              for todo in QAT_AND_CAPTURE}
     assert all(count >= 2 for todo, count in counts.items() if todo != "deploy/capture.py: capture"), counts
     assert all(count >= 1 for count in counts.values()), counts
 

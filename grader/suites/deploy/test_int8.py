@@ -154,7 +154,8 @@ def test_train_qat_takes_one_step_per_batch(student, reference):
 
 @pytest.mark.points(2, todo=f"{FILE}: quantize_qat")
 def test_quantize_qat(student, reference):
-    """quantize_qat prepares, trains (observers frozen for the last epoch) and converts: INT8 and the reference's logits."""
+    """quantize_qat prepares, trains (observers frozen for the last epoch) and converts: INT8 weights and the
+    reference's logits."""
     int8 = reference("deploy/int8.py")
     model, batches, x, epochs = trained_like(44), labelled(44), images(44), 2
     answer, data = student.deploy("quantize_qat", labelled_arrays(model, batches, x), backend=BACKEND,
