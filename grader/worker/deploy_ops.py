@@ -167,6 +167,7 @@ def train_qat(request: dict, arrays: Arrays) -> Answer:
     batches = _labelled(arrays)
     prepared = legacy.prepare_qat(_model(arrays), batches[0][0], request["backend"])
     optimizer = SGD(prepared.parameters(), lr=request["lr"], momentum=request["momentum"])
+    prepared.eval()  # handed over in eval mode: train_qat must switch it to training itself
     losses = call(load("deploy.int8").train_qat, prepared, batches, optimizer)
     if not isinstance(losses, (list, tuple)):
         raise StudentError(f"train_qat returned {plain(losses)!r}, not a list of losses")

@@ -135,7 +135,8 @@ def test_train_qat_takes_one_step_per_batch(student, reference):
         problems.append(f"the losses {np.round(losses, 4).tolist()} are not the expected "
                         f"{np.round(want_losses, 4).tolist()} (cross-entropy of each batch, before its step)")
     if answer.get("training") is not True:
-        problems.append("the model is not in train mode after train_qat (call prepared.train())")
+        problems.append("the model (handed over in eval mode) is not in train mode after train_qat: "
+                        "call prepared.train() first")
     wrong = [name for name, p in prepared.named_parameters()
              if data.get(name) is None or data[name].shape != tuple(p.shape)
              or not np.allclose(data[name], p.detach().numpy(), rtol=1e-4, atol=1e-6)]
