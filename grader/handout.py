@@ -49,10 +49,13 @@ Part 1's model is far smaller on disk, but it runs no faster: its tensors
 are still dense float32, zeros included. Part 2, in `{folder}/`, makes it fast
 on a CPU: remove whole channels so the layers really shrink, factorise
 layers with a truncated SVD, win accuracy back with knowledge distillation,
-run in INT8 with PyTorch, and export to ONNX and run it in INT8 with ONNX
-Runtime. Last, an optimiser measures what each step and number format gives
-on *your* machine and picks a plan for a target (speed, size, accuracy or
-balanced) under your constraints; you write its decision. {_deploy_counts()}
+run in INT8 with PyTorch (calibrated, dynamic, and trained with the rounding
+simulated: quantisation-aware training), capture the model as one graph with
+`torch.export` and check it computes exactly the same, and export to ONNX
+and run it in INT8 with ONNX Runtime. Last, an optimiser measures what each
+step and number format gives on *your* machine and picks a plan for a target
+(speed, size, accuracy or balanced) under your constraints; you write its
+decision. {_deploy_counts()}
 
 {_deploy_table()}
 
@@ -68,9 +71,10 @@ runs every step on your Part 1 model (without `--model`, on an untrained
 AlexNet, which only shows that the steps run) and prints, for each variant,
 its test accuracy, parameters and the exact bytes of the file it writes to
 `saves/{folder}/`; the ONNX models also get their top-1 agreement and largest
-logit difference against PyTorch. A step whose TODO is not written yet is
+logit difference against PyTorch, and the captured graph whether it equals
+the model exactly on the test images. A step whose TODO is not written yet is
 skipped with a note that names it; the others still run. `--help` lists the
-flags (`--keep-channels`, `--energy`, `--distill-epochs`, `--backend`...).
+flags (`--keep-channels`, `--energy`, `--distill-epochs`, `--qat-epochs`, `--backend`...).
 Then
 
 ```bash
@@ -87,8 +91,11 @@ models and compare what it returns with the grader's own computation: the
 channels kept and the shapes of every repaired layer, unchanged outputs
 after removing channels that were all zero, the schedules at fixed steps,
 the SVD's error against the best possible of that rank, the distillation
-loss on known logits, the INT8 model's weights and scales, the ONNX
-operators (QuantizeLinear/DequantizeLinear, one scale per output channel),
+loss on known logits, the INT8 model's weights and scales, the weights
+after a pass of quantisation-aware training and the logits of the INT8 model
+made from it, the logits of your captured graph at another batch size (bit
+for bit) and your check's verdict on a graph changed by 2e-5, the ONNX
+operators (QuantizeLinear/DequantizeLinear, one scale per output channel)
 the agreement figures, and the optimiser's choice on made-up measured rows
 whose right answer follows from its docstrings. No test measures speed, and the pipeline's
 numbers are yours to study: they are not graded. Only {handed_in} are

@@ -72,9 +72,12 @@ DEPLOY_PARTS = (
          "truncated-SVD factorisation of Linear and Conv2d layers"),
     Part("distill", 4.0, ("deploy/distill.py: distillation_loss",),
          "the temperature-scaled knowledge-distillation loss"),
-    Part("int8", 6.0, ("deploy/int8.py: calibrate", "deploy/int8.py: quantize_static",
-                       "deploy/int8.py: quantize_linears"),
-         "static (calibrated) and dynamic INT8 quantisation in PyTorch"),
+    Part("int8", 10.0, ("deploy/int8.py: calibrate", "deploy/int8.py: quantize_static",
+                        "deploy/int8.py: quantize_linears", "deploy/int8.py: train_qat",
+                        "deploy/int8.py: quantize_qat"),
+         "static (calibrated) and dynamic INT8 quantisation in PyTorch, and quantisation-aware training"),
+    Part("capture", 4.0, ("deploy/capture.py: capture", "deploy/capture.py: check_equivalent"),
+         "graph capture with torch.export (free batch size) and the exact-equivalence check"),
     Part("onnx", 10.0, ("deploy/onnx_int8.py: export_onnx", "deploy/onnx_int8.py: BatchReader.get_next",
                         "deploy/onnx_int8.py: quantize_onnx", "deploy/onnx_int8.py: agreement"),
          "ONNX export, ONNX Runtime INT8 (QDQ, per-channel) and the agreement check"),
@@ -92,7 +95,7 @@ or ``"bonus"`` (its points come on top of Part 1's ``TOTAL_POINTS``). Read throu
 DEPLOY_SCORINGS = ("separate", "bonus")
 
 DEPLOY_STUDENT_FILES = ("deploy/channels.py", "deploy/lowrank.py", "deploy/distill.py", "deploy/int8.py",
-                        "deploy/onnx_int8.py", "deploy/optimiser.py")
+                        "deploy/capture.py", "deploy/onnx_int8.py", "deploy/optimiser.py")
 """The files a Part 2 submission holds and its suites read."""
 DEPLOY_PROVIDED_FILES = ("deploy/__init__.py", "deploy/legacy_quant.py", "deploy/pipeline.py", "deploy/report.py",
                          "deploy/hardware.py", "deploy/plans.py")

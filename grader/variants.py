@@ -198,6 +198,10 @@ CHOOSE = "deploy/optimiser.py: choose"
 CALIBRATE = "deploy/int8.py: calibrate"
 STATIC = "deploy/int8.py: quantize_static"
 DYNAMIC = "deploy/int8.py: quantize_linears"
+TRAIN_QAT = "deploy/int8.py: train_qat"
+QAT = "deploy/int8.py: quantize_qat"
+CAPTURE = "deploy/capture.py: capture"
+EQUIVALENT = "deploy/capture.py: check_equivalent"
 EXPORT = "deploy/onnx_int8.py: export_onnx"
 READER = "deploy/onnx_int8.py: BatchReader.get_next"
 ORT_INT8 = "deploy/onnx_int8.py: quantize_onnx"
@@ -278,6 +282,43 @@ DEPLOY_BUGS: Tuple[Bug, ...] = (
         "quantize_linears asks for float16 weights instead of INT8.",
         [("    return legacy_quant.quantize_dynamic(model, (nn.Linear,), torch.qint8)\n",
           "    return legacy_quant.quantize_dynamic(model, (nn.Linear,), torch.float16)\n")]),
+    Bug("qat_gradients_accumulate", "int8", TRAIN_QAT,
+        "train_qat never zeroes the gradients, so every step adds up the gradients of all the batches so far.",
+        [("        optimizer.zero_grad()\n        loss = F.cross_entropy(prepared(images), labels)\n",
+          "        loss = F.cross_entropy(prepared(images), labels)\n")]),
+    Bug("qat_step_before_backward", "int8", TRAIN_QAT,
+        "train_qat steps the optimizer before backward: each step uses the previous batch's gradients.",
+        [("        loss.backward()\n        optimizer.step()\n", "        optimizer.step()\n        loss.backward()\n")]),
+    Bug("qat_never_trains", "int8", QAT,
+        "quantize_qat converts the prepared copy without training it (the observers never see data either).",
+        [("        train_qat(prepared, batches, optimizer)\n", "        pass\n")]),
+    Bug("qat_observers_frozen_first", "int8", QAT,
+        "quantize_qat freezes the observers before the first epoch, so the scales never leave their initial values.",
+        [("        if epoch == epochs - 1 and epoch > 0:\n            legacy_quant.freeze_observers(prepared)\n",
+          "        if epoch == 0:\n            legacy_quant.freeze_observers(prepared)\n")]),
+    Bug("qat_trains_the_original", "int8", QAT,
+        "quantize_qat gives the optimizer the original model's parameters: the prepared copy is never updated.",
+        [("    optimizer = torch.optim.SGD(prepared.parameters(), lr=lr, momentum=0.9)\n",
+          "    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)\n")]),
+    Bug("capture_fixed_batch", "capture", CAPTURE,
+        "capture leaves out dynamic_shapes: the graph only runs on the example's batch size.",
+        [("    return torch.export.export(model.eval(), (example,), dynamic_shapes=({0: BATCH},))\n",
+          "    return torch.export.export(model.eval(), (example,))\n")]),
+    Bug("capture_returns_module", "capture", CAPTURE,
+        "capture returns the program's module (program.module()) instead of the ExportedProgram itself.",
+        [("    return torch.export.export(model.eval(), (example,), dynamic_shapes=({0: BATCH},))\n",
+          "    return torch.export.export(model.eval(), (example,), dynamic_shapes=({0: BATCH},)).module()\n")]),
+    Bug("equivalent_allclose", "capture", EQUIVALENT,
+        "check_equivalent compares with torch.allclose at a loose tolerance, so it calls a changed graph equal.",
+        [("        equal = equal and torch.equal(a, b)\n",
+          "        equal = equal and torch.allclose(a, b, rtol=1e-3, atol=1e-4)\n")]),
+    Bug("equivalent_first_input", "capture", EQUIVALENT,
+        "check_equivalent runs the captured graph on the first batch every time, not on the batch the model saw.",
+        [("        a, b = model(x), captured(x)\n", "        a, b = model(x), captured(inputs[0])\n")]),
+    Bug("equivalent_last_batch_only", "capture", EQUIVALENT,
+        "check_equivalent keeps only the last batch's verdict and difference instead of all of them.",
+        [("        equal = equal and torch.equal(a, b)\n        largest = max(largest, float((a - b).abs().max()))\n",
+          "        equal = torch.equal(a, b)\n        largest = float((a - b).abs().max())\n")]),
     Bug("export_fixed_batch", "onnx", EXPORT,
         "export_onnx fixes the batch size to the example's.",
         [("                      dynamic_shapes=({0: torch.export.Dim(\"batch\")},), verbose=False)\n",

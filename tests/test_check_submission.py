@@ -165,8 +165,8 @@ def test_part_two_is_packed_and_what_it_lacks_is_said(handout, tmp_path):
     shutil.copyfile(ASSIGNMENT / "deploy" / "distill.py", student / "deploy" / "distill.py")  # the stub, unwritten
     (student / "deploy" / "int8.py").unlink()
     result = check(student, "p2", "--model", tmp_path / "none.ptmodel", "--out", tmp_path)
-    assert f"Part 2: packed {len(homework.DEPLOY_STUDENT_FILES) - 1} of {len(homework.DEPLOY_STUDENT_FILES)} files" \
-        in result.stdout
+    files = len(homework.DEPLOY_STUDENT_FILES)
+    assert f"Part 2: packed {files - 1} of {files} files" in result.stdout
     assert "1 Part 2 TODOs are not written yet (their tests score 0): deploy/distill.py: distillation_loss" \
         in result.stdout
     assert "missing from" in result.stdout and "deploy/int8.py (each missing file costs" in result.stdout

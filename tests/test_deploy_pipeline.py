@@ -22,11 +22,18 @@ def test_untouched_skeleton_runs_and_says_which_todo_is_missing(tmp_path):
     assert "TODO deploy/channels.py: filter_scores is not written yet" in done.stdout
     assert re.search(r"skipped: TODO deploy/lowrank.py: \w+ is not written yet", done.stdout)
     assert "TODO deploy/int8.py: quantize_static is not written yet" in done.stdout
+    assert "TODO deploy/int8.py: quantize_qat is not written yet" in done.stdout
+    assert "TODO deploy/capture.py: capture is not written yet" in done.stdout
     assert "TODO deploy/onnx_int8.py: export_onnx is not written yet" in done.stdout
     assert re.search(r"^dense +accuracy", done.stdout, re.M)
     written = tmp_path / "saves" / "deploy" / "report"
     assert (written / "report.md").read_text().count("| dense |") == 2  # the main table and the per-class one
     assert (written / "accuracy_vs_latency.png").stat().st_size > 0
+
+
+def test_qat_flags_must_be_positive(tmp_path):
+    done = pipeline(SOLUTIONS, tmp_path, "--qat-epochs", "0")
+    assert done.returncode != 0 and done.stderr.strip() == "error: --qat-epochs and --qat-batches must be at least 1"
 
 
 @pytest.mark.parametrize("keep, message", [
@@ -46,7 +53,10 @@ def test_reference_pipeline_runs_every_step(tmp_path):
     done = pipeline(SOLUTIONS, tmp_path, "--distill-epochs", "1")
     assert done.returncode == 0, done.stderr
     assert "skipped" not in done.stdout
-    for name in ("dense", "channel_pruned", "low_rank", "int8_torch", "int8_dynamic", "onnx", "onnx_int8"):
+    for name in ("dense", "channel_pruned", "low_rank", "int8_torch", "int8_dynamic", "int8_qat", "onnx",
+                 "onnx_int8"):
         assert re.search(rf"^{name} +accuracy", done.stdout, re.M), name
     agreement = float(re.search(r"^onnx: top-1 agreement with PyTorch ([0-9.]+)", done.stdout, re.M).group(1))
     assert agreement == 1.0
+    assert re.search(r"^torch.export graph: \d+ operators; exactly equal to the model on 20 test images: True "
+                     r"\(max \|logit diff\| 0\)", done.stdout, re.M)

@@ -3,10 +3,12 @@
 The fast tests check what can be checked without grading: the listed tests
 add up to Part 2's points in grader/homework.py, and every Part 2 variant
 applies to the current solution. The slow test grades, in the box, the
-reference (46 of 46), the untouched skeleton (0 on every test) and each
+reference (54 of 54), the untouched skeleton (0 on every test) and each
 buggy variant of grader/variants.py (it must lose points on its own TODO);
 measured at about 30 minutes on 2 cores shared with other work, so it is
-marked slow and CI runs it with --run-slow.
+marked slow and CI runs it with --run-slow. A second slow test grades only the
+quantisation-aware training and graph capture TODOs (the reference, the
+skeleton and their ten variants on their parts; about three minutes).
 """
 import functools
 import json
@@ -59,7 +61,7 @@ def test_listed_tests_add_up_to_the_facts():
         points[test["part"]] += test["max_score"]
     assert points == homework.DEPLOY_PART_POINTS
     assert {test["todo"] for test in listed} == set(TODOS), "every Part 2 TODO has a test"
-    assert homework.deploy_total() == homework.DEPLOY_POINTS == 46.0
+    assert homework.deploy_total() == homework.DEPLOY_POINTS == 54.0
 
 
 def test_part_one_list_is_unchanged_by_part_two():
@@ -96,6 +98,37 @@ def test_reference_full_skeleton_zero_every_variant_loses(tmp_path):
     kept = [name for name, tests in results.items()
             if all(t["score"] == t["max_score"] for t in tests if t["todo"] == variants.bug(name).todo)]
     assert kept == [], f"variants that lose no points on their TODO: {kept}"
+
+
+QAT_AND_CAPTURE = ("deploy/int8.py: train_qat", "deploy/int8.py: quantize_qat", "deploy/capture.py: capture",
+                   "deploy/capture.py: check_equivalent")
+
+
+def test_qat_and_capture_have_their_variants():
+    """Two or three realistic bugs per TODO of quantisation-aware training and graph capture."""
+    counts = {todo: sum(variants.bug(name).todo == todo for name in variants.deploy_names())
+              for todo in QAT_AND_CAPTURE}
+    assert all(count >= 2 for count in counts.values()), counts
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)  # 14 gradings of one part each; about three and a half minutes on 2 cores
+def test_qat_and_capture_reference_full_skeleton_zero_each_variant_loses_on_its_todo_only(tmp_path):
+    parts = sorted({TODOS[todo] for todo in QAT_AND_CAPTURE})
+    jobs = {f"{base}_{part}": (folder, ("--part", part)) for base, folder in (("reference", SOLUTIONS),
+                                                                              ("skeleton", ASSIGNMENT))
+            for part in parts}
+    names = [name for name in variants.deploy_names() if variants.bug(name).todo in QAT_AND_CAPTURE]
+    for name in names:
+        jobs[name] = (submission(tmp_path / name, variant=name), ("--part", variants.bug(name).part))
+    results = grade_in_parallel(grade, jobs, tmp_path)
+    for part in parts:
+        reference = results.pop(f"reference_{part}")
+        assert [t["output"] for t in reference if t["score"] != t["max_score"]] == []
+        assert sum(t["score"] for t in reference) == homework.DEPLOY_PART_POINTS[part]
+        assert [t["name"] for t in results.pop(f"skeleton_{part}") if t["score"]] == []
+    lost = {name: sorted({t["todo"] for t in tests if t["score"] < t["max_score"]}) for name, tests in results.items()}
+    assert lost == {name: [variants.bug(name).todo] for name in names}
 
 
 def test_the_guide_lists_every_variant_with_its_part():

@@ -238,7 +238,8 @@ def test_summary_of_the_class_with_its_leaderboard(ta_class, tmp_path):
     text = (tmp_path / "s" / "summary.md").read_text()
     assert "5 students graded" in text and "ok 3" in text
     assert "| prune | 70 | 5 | " in text and "| total | 90 | 5 |" in text and "| onnx | 10 | 5 |" in text
-    assert "- total: 0 ×3, 90 ×2" in text and "| deploy_total | 40 | 5 |" in text  # Part 2: nobody hands it in
+    assert "- total: 0 ×3, 90 ×2" in text
+    assert f"| deploy_total | {homework.DEPLOY_POINTS:g} | 5 |" in text  # Part 2: nobody hands it in
     assert "failed by 1 of 3" in text  # bob, the skeleton, fails what alice and carol pass
     assert "2 of 4 students ranked" in text and "| compression rate (×) | 50.00 | 75.00 | 100.00 |" in text
     assert "| erin | missing: no submission |" in text and "| zed | rejected: the submission is empty" in text

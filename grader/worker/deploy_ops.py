@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from grader.worker.models import load_weights, small_alexnet
+from grader.worker.models import SGD, load_weights, small_alexnet
 from grader.worker.ops import Answer, Arrays, StudentError, as_array, call, load, picked, plain, state, write_files
 
 MAX_READER_CALLS = 16
@@ -32,6 +32,11 @@ def _model(arrays: Arrays) -> nn.Module:
 
 def _batches(arrays: Arrays) -> List[torch.Tensor]:
     return [torch.from_numpy(np.array(b)) for b in arrays["batches"]]
+
+
+def _labelled(arrays: Arrays) -> List[tuple]:
+    """``(images, labels)`` pairs from the arrays ``batches`` and ``labels``."""
+    return list(zip(_batches(arrays), (torch.from_numpy(np.array(b)).long() for b in arrays["labels"])))
 
 
 def _logits(model, images: torch.Tensor, what: str) -> np.ndarray:
@@ -156,6 +161,79 @@ def quantize_linears(request: dict, arrays: Arrays) -> Answer:
                 **quantized_layers(model), **floats}
 
 
+def train_qat(request: dict, arrays: Arrays) -> Answer:
+    """One pass of the student's train_qat over the batches, with the suites' SGD; the weights and scales after."""
+    legacy = load("deploy.legacy_quant")
+    batches = _labelled(arrays)
+    prepared = legacy.prepare_qat(_model(arrays), batches[0][0], request["backend"])
+    optimizer = SGD(prepared.parameters(), lr=request["lr"], momentum=request["momentum"])
+    prepared.eval()  # handed over in eval mode: train_qat must switch it to training itself
+    losses = call(load("deploy.int8").train_qat, prepared, batches, optimizer)
+    if not isinstance(losses, (list, tuple)):
+        raise StudentError(f"train_qat returned {plain(losses)!r}, not a list of losses")
+    scales = list(legacy.fake_quant_scales(prepared))
+    return {"losses": [plain(loss) for loss in losses], "training": bool(prepared.training),
+            "fake_quantizers": [name for name, _ in scales]}, \
+        {**state(prepared), **{f"scale:{name}": scale.numpy() for name, scale in scales}}
+
+
+def correct_train_qat(prepared: nn.Module, batches, optimizer) -> List[float]:
+    """A correct ``train_qat``, given to the student's ``quantize_qat`` so that its test grades that TODO alone."""
+    prepared.train()
+    losses = []
+    for images, labels in batches:
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(prepared(images), labels)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def quantize_qat(request: dict, arrays: Arrays) -> Answer:
+    model = _model(arrays)
+    before = state(model)
+    int8 = load("deploy.int8")
+    int8.train_qat = correct_train_qat
+    made = call(int8.quantize_qat, model, _labelled(arrays), request["epochs"], request["lr"], request["backend"])
+    if not isinstance(made, nn.Module):
+        raise StudentError(f"quantize_qat returned {plain(made)!r}, not a model")
+    changed = sorted(name for name, value in state(model).items() if not np.array_equal(value, before[name]))
+    return {"changed_input_model": changed}, \
+        {"logits": _logits(made, _tensor(arrays, "images"), "the QAT model"), **quantized_layers(made)}
+
+
+# --------------------------------------------------------------------------- deploy/capture.py
+
+def capture(request: dict, arrays: Arrays) -> Answer:
+    """The student's capture on a batch of ``example``; the graph's operators and weights, and what it computes
+    on ``images`` (another batch size: the batch must be free)."""
+    program = call(load("deploy.capture").capture, _model(arrays), _tensor(arrays, "example"))
+    if not isinstance(program, torch.export.ExportedProgram):
+        raise StudentError(f"capture returned {plain(program)!r}, not a torch.export.ExportedProgram")
+    ops = [str(node.target) for node in program.graph.nodes if node.op == "call_function"]
+    answer = {"ops": ops, "state": sorted(program.state_dict), "run_error": None}
+    try:
+        with torch.no_grad():
+            logits = call(program.module(), _tensor(arrays, "images"))
+    except StudentError as error:
+        return {**answer, "run_error": str(error)}, {}
+    return answer, {"logits": as_array(logits, "the captured graph").astype(np.float32)}
+
+
+def check_equivalent(request: dict, arrays: Arrays) -> Answer:
+    """The student's check of the model (weights ``weight:``) against a graph that the worker captures itself
+    from weights ``captured:`` (the same, or changed a little), on the ``batches``."""
+    batches = _batches(arrays)
+    other = small_alexnet()
+    load_weights(other, picked(arrays, "captured:"))
+    graph = torch.export.export(other.eval(), (batches[0],), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    returned = call(load("deploy.capture").check_equivalent, _model(arrays), graph.module(), batches)
+    if not isinstance(returned, dict):
+        raise StudentError(f"check_equivalent returned {plain(returned)!r}, not a dict")
+    return {"returned": {str(k): plain(v) for k, v in returned.items()}}, {}
+
+
 # --------------------------------------------------------------------------- deploy/onnx_int8.py
 
 def describe_onnx(path: Path, images: np.ndarray) -> Answer:
@@ -276,5 +354,5 @@ def choose(request: dict, arrays: Arrays) -> Answer:
 OPERATIONS = {f"deploy_{function.__name__}": function for function in (
     filter_scores, channels_to_keep, flattened_features, remove_channels, schedule,
     truncated_svd, rank_for_energy, factorize_conv, distillation_loss, calibrate, quantize_static,
-    quantize_linears, export_onnx, batch_reader, quantize_onnx, agreement,
-    broken_constraints, ranking_order, ranking_key_refuses, choose)}
+    quantize_linears, train_qat, quantize_qat, capture, check_equivalent, export_onnx, batch_reader, quantize_onnx,
+    agreement, broken_constraints, ranking_order, ranking_key_refuses, choose)}

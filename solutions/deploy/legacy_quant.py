@@ -57,10 +57,48 @@ def prepare_static(model: nn.Module, example: torch.Tensor, backend: str) -> nn.
 
 
 def convert_static(prepared: nn.Module) -> nn.Module:
-    """The INT8 model made from an observed copy: weights and activations quantised with the ranges seen."""
+    """The INT8 model made from an observed copy: weights and activations quantised with the ranges seen.
+
+    It converts a copy prepared for training (``prepare_qat``) the same way; put that one in eval mode first.
+    """
     from torch.ao.quantization.quantize_fx import convert_fx
     with _quiet():
         return convert_fx(prepared)
+
+
+def prepare_qat(model: nn.Module, example: torch.Tensor, backend: str) -> nn.Module:
+    """A copy of ``model`` (in train mode) that *simulates* INT8 while it trains: quantisation-aware training.
+
+    Every weight and activation passes through a fake-quantiser: it rounds the
+    value to the INT8 grid (with the scale its observer currently holds) and
+    turns it back into a float, so the forward pass sees the rounding errors
+    the INT8 model will make and training learns around them. Gradients flow
+    through the rounding as if it were not there (the straight-through
+    estimator). The observers keep updating their ranges while training runs
+    until ``freeze_observers`` stops them. Same scales per backend as ``prepare_static``.
+    """
+    from torch.ao.quantization import get_default_qat_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import prepare_qat_fx
+    use_backend(backend)
+    with _quiet():
+        return prepare_qat_fx(copy.deepcopy(model).train(), get_default_qat_qconfig_mapping(backend), (example,))
+
+
+def freeze_observers(prepared: nn.Module) -> None:
+    """Stop every observer of a copy made by ``prepare_qat``: the scales and zero points stay as they are now.
+
+    The fake-quantisers keep rounding with those fixed scales, so training that
+    goes on fits the weights to the very grid the INT8 model will use.
+    """
+    from torch.ao.quantization import disable_observer
+    prepared.apply(disable_observer)
+
+
+def fake_quant_scales(prepared: nn.Module) -> Iterator[Tuple[str, torch.Tensor]]:
+    """``(name, scale)`` of every fake-quantiser of a copy made by ``prepare_qat``, in the model's order."""
+    for name, module in prepared.named_modules():
+        if hasattr(module, "scale") and hasattr(module, "observer_enabled"):
+            yield name, module.scale.detach().clone()
 
 
 def quantize_dynamic(model: nn.Module, layer_types: Tuple[type, ...] = (nn.Linear,),

@@ -6,8 +6,11 @@ Starts from a Part 1 model (or, without ``--model``, an untrained AlexNet,
 which only shows that the steps run), then: removes channels
 (``deploy/channels.py``), fine-tunes against the original model with
 distillation (``deploy/distill.py``), factorises fc1 and fc2 where that saves
-work (``deploy/lowrank.py``), quantises to INT8 in PyTorch (``deploy/int8.py``)
-and exports to ONNX and ONNX Runtime INT8 (``deploy/onnx_int8.py``). Every
+work (``deploy/lowrank.py``), quantises to INT8 in PyTorch (``deploy/int8.py``:
+static, dynamic, and quantisation-aware training), captures the graph with
+``torch.export`` and checks it computes exactly what the model does
+(``deploy/capture.py``), and exports to ONNX and ONNX Runtime INT8
+(``deploy/onnx_int8.py``). Every
 variant is saved to ``SAVES/deploy/`` and measured by ``deploy/report.py``
 (accuracy, exact bytes, parameters, MACs, latency at one thread against the
 dense model, where the time goes); one line per variant is printed and the
@@ -17,6 +20,7 @@ Fine-tuning saves its state after every epoch (``SAVES/deploy/*_state.pt``)
 and a rerun with the same flags resumes from it.
 """
 import copy
+import itertools
 import math
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
@@ -25,7 +29,7 @@ import torch
 import torch.nn as nn
 
 import util
-from deploy import channels, distill, int8, lowrank, onnx_int8, report
+from deploy import capture, channels, distill, int8, lowrank, onnx_int8, report
 from net.models import AlexNet
 
 CHANNEL_LAYERS = ("conv2", "conv3", "conv4", "conv5", "fc1", "fc2")
@@ -78,6 +82,10 @@ def main() -> None:
     parser.add_argument("--distill-epochs", type=int, default=1, help="epochs of fine-tuning against the original")
     parser.add_argument("--low-rank-epochs", type=int, default=0, help="more epochs of it after the low-rank step")
     parser.add_argument("--lr", type=float, default=0.001, help="learning rate of fine-tuning (cosine decay)")
+    parser.add_argument("--qat-epochs", type=int, default=int8.QAT_EPOCHS,
+                        help="passes of quantisation-aware training over its batches (the last with frozen observers)")
+    parser.add_argument("--qat-batches", type=int, default=32, help="training batches quantisation-aware training uses")
+    parser.add_argument("--qat-lr", type=float, default=int8.QAT_LR, help="learning rate of quantisation-aware training")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for fine-tuning (default: torch's); latency is always measured at "
                              f"{report.LATENCY_THREADS}")
@@ -87,6 +95,8 @@ def main() -> None:
     keep = keep_fractions(args.keep_channels)
     if not 0.0 < args.energy <= 1.0:
         raise ValueError("--keep-channels and --energy must be in (0, 1]")
+    if args.qat_epochs < 1 or args.qat_batches < 1:
+        raise ValueError("--qat-epochs and --qat-batches must be at least 1")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     generator = util.set_seed(args.seed)
@@ -163,6 +173,24 @@ def main() -> None:
     step("INT8 static (PyTorch)", lambda: keep_model("int8_torch", int8.quantize_static(compact, calibration,
                                                                                        args.backend)))
     step("INT8 dynamic Linears (PyTorch)", lambda: keep_model("int8_dynamic", int8.quantize_linears(compact)))
+
+    def quantisation_aware() -> nn.Module:
+        labelled = list(itertools.islice(util.batches(train_set, args.batch_size, cpu), args.qat_batches))
+        print(f"quantisation-aware training: {args.qat_epochs} epochs over {len(labelled)} batches, lr {args.qat_lr}")
+        return keep_model("int8_qat", int8.quantize_qat(compact, labelled, args.qat_epochs, args.qat_lr,
+                                                        args.backend))
+
+    step("INT8 quantisation-aware training (PyTorch)", quantisation_aware)
+
+    def captured() -> None:
+        program = capture.capture(compact, torch.cat(calibration)[:2])  # batch 2: an example of 1 fixes the batch
+        inputs = [images for images, _ in util.batches(test_set, 500, cpu)]
+        check = capture.check_equivalent(compact, program.module(), inputs)
+        print(f"torch.export graph: {sum(node.op == 'call_function' for node in program.graph.nodes)} operators; "
+              f"exactly equal to the model on {sum(len(x) for x in inputs)} test images: {check['equal']} "
+              f"(max |logit diff| {check['max_abs_diff']:.4g})")
+
+    step("graph capture (torch.export) + exact-equivalence check", captured)
 
     def onnx_runtime() -> None:
         float_path = onnx_int8.export_onnx(compact, calibration[0][:1], out / "model.onnx")
