@@ -33,15 +33,14 @@ import time
 from pathlib import Path
 from typing import List, Tuple
 
-from grader.homework import DEPLOY_NAME, PRINTED_CHARACTERS
+from grader.homework import PRINTED_CHARACTERS
 from grader.worker import protocol
 
-PRELOAD = ("numpy", "torch", "scipy.sparse", "sklearn.cluster", "tqdm")
-"""Imported once by the process that forks the requests."""
-PRELOAD_DEPLOY = ("torch._dynamo", "torch.export", "torch.ao.quantization.quantize_fx")
-"""Part 2's tracing stack (torch.export, FX quantisation and the ONNX exporter all trace with dynamo), preloaded
-only for a submission that holds ``deploy/``: about 1.7 s and 160 MB once, instead of 2-4 s in every request
-that prepares, captures or exports a model, and nothing for a Part 1 submission."""
+PRELOAD = ("numpy", "torch", "scipy.sparse", "sklearn.cluster", "tqdm", "torch._dynamo", "torch.export",
+           "torch.ao.quantization.quantize_fx")
+"""Imported once by the process that forks the requests. The last three are Part 2's tracing stack
+(torch.export, FX quantisation, the ONNX exporter all trace with dynamo): about 1.7 s and 160 MB once, instead
+of 2-4 s in every request that prepares, captures or exports a model."""
 PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 4, 36
 
 
@@ -241,10 +240,10 @@ def handle(frame: bytes, limits: dict) -> bytes:
     return protocol.encode({**answer, "ended": how}, answer_arrays)
 
 
-def preload(student: Path) -> None:
+def preload() -> None:
     """Import what every request needs, once, in the process that forks them."""
     import importlib
-    for module in PRELOAD + (PRELOAD_DEPLOY if (student / DEPLOY_NAME).is_dir() else ()):
+    for module in PRELOAD:
         importlib.import_module(module)
     import torch
     torch.set_num_threads(1)
@@ -269,7 +268,7 @@ def serve(channel: int, limits: dict, student: str) -> int:
 
 
 def main(argv: List[str]) -> int:
-    preload(Path(os.environ["GRADER_STUDENT_DIR"]))
+    preload()
     return serve(int(argv[0]), json.loads(os.environ["GRADER_LIMITS"]), os.environ["GRADER_STUDENT_DIR"])
 
 
