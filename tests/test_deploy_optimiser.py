@@ -259,13 +259,23 @@ def test_a_small_real_run_measures_writes_and_resumes(tmp_path, alexnet):
     files = sorted(path.name for path in (tmp_path / "out" / "models").iterdir())
     assert files == sorted(f"{r['name'].replace('/', '_').replace(':', '-')}.pt" for r in result["candidates"])
     assert all(Path(r["file"]).stat().st_size == r["bytes"] for r in result["candidates"])  # each its own file
-    lines = (tmp_path / "out" / "measured.jsonl").read_text().count("\n")
-    again = run_python([*args, "--target", "size", "--max-drop", "-1"], SOLUTIONS)
-    assert again.returncode == 0, again.stderr
-    resumed = json.loads((tmp_path / "out" / "optimiser.json").read_text())
-    new = [r["name"] for r in resumed["candidates"] if r["name"] not in names]
-    assert resumed["target"] == "size" and resumed["constraints"]["max_accuracy_drop"] is None
-    assert (tmp_path / "out" / "measured.jsonl").read_text().count("\n") == lines + len(new)  # nothing measured twice
+    saved = optimiser.Resumable(tmp_path / "out" / "measured.jsonl", json.loads(
+        (tmp_path / "out" / "measured.jsonl").read_text().splitlines()[0])["settings"])
+    assert sorted(saved) == sorted(names)  # a rerun would measure none of them again
+
+
+def test_measured_rows_resume_only_under_the_same_settings(tmp_path):
+    path = tmp_path / "measured.jsonl"
+    first = optimiser.Resumable(path, {"seed": 42, "model_sha256": "ab"})
+    first["reference"], first["float16"] = REFERENCE, row("float16", 75.0, 40_000_000, 1.6)
+    with path.open("a") as file:
+        file.write('{"settings": {"seed": 42, "model_sha256": "ab"}, "row": {"na')  # a run stopped mid-line
+    again = optimiser.Resumable(path, {"seed": 42, "model_sha256": "ab"})
+    assert again == {"reference": REFERENCE, "float16": first["float16"]}
+    again["int8"] = row("int8", 74.0, 20_000_000, 0.3)  # written on a line of its own after the cut one
+    assert sorted(optimiser.Resumable(path, {"seed": 42, "model_sha256": "ab"})) == ["float16", "int8", "reference"]
+    assert optimiser.Resumable(path, {"seed": 42, "model_sha256": "cd"}) == {}  # another model: nothing reused
+    assert optimiser.Resumable(tmp_path / "none.jsonl", {}) == {}
 
 
 def test_the_command_refuses_bad_input_with_a_sentence(tmp_path):

@@ -185,6 +185,7 @@ class TestClass:
         assert first["tests"] == second["tests"] and first["extra_data"]["sha256"] == second["extra_data"]["sha256"]
 
 
+@pytest.mark.heavy  # about 65 s; the default run keeps the resume rules' unit tests
 def test_a_killed_run_resumes_without_losing_or_redoing_anything(graded_class, tmp_path):
     """The class's graded members again: killed after a result or two, run again, they end as graded at once."""
     root, reference, _, _ = graded_class

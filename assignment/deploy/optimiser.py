@@ -226,8 +226,10 @@ class Resumable(dict):
     def __init__(self, path: Path, settings: Dict[str, object]) -> None:
         super().__init__()
         self.path, self.settings = path, settings
-        if path.is_file():
-            for line in path.read_text().splitlines():
+        text = path.read_text() if path.is_file() else ""
+        self.cut_short = bool(text) and not text.endswith("\n")
+        if text:
+            for line in text.splitlines():
                 try:
                     entry = json.loads(line)
                 except json.JSONDecodeError:
@@ -238,7 +240,8 @@ class Resumable(dict):
     def __setitem__(self, name: str, row: Row) -> None:
         super().__setitem__(name, row)
         with self.path.open("a") as file:
-            file.write(json.dumps({"settings": self.settings, "row": row}) + "\n")
+            file.write("\n" * self.cut_short + json.dumps({"settings": self.settings, "row": row}) + "\n")
+        self.cut_short = False
 
 
 # --------------------------------------------------------------------------- the outputs (provided)
