@@ -221,8 +221,7 @@ def test_auto_proposes_the_least_pruned_plans_that_could_meet_the_limits(alexnet
                                                                   "channels=0.25/0.25+distill=1"]
     assert proposed(Constraints(max_bytes=1_000)) == []
     assert proposed(Constraints(max_latency_ms=0.01)) == []
-    rows, _ = run_search(CPU_FACTS, "speed")  # a proposer is called once, with stage 1's rows and useful formats
-    calls = []
+    calls = []  # a proposer is called once, with stage 1's rows and useful formats
     build, measure, _ = made_up_machine(CPU_FACTS)
     optimiser.search(X86, lambda rows, useful: calls.append((len(rows), list(useful))) or [], "speed", build, measure,
                      log=lambda line: None)
