@@ -47,7 +47,7 @@ def test_bad_arguments_are_one_line_errors(tmp_path, keep, message):
     assert done.returncode != 0 and done.stderr.strip() == message
 
 
-@pytest.mark.slow
+@pytest.mark.heavy  # about 35 s: CI runs it after the default run
 def test_reference_pipeline_runs_every_step(tmp_path):
     pytest.importorskip("onnxruntime")
     done = pipeline(SOLUTIONS, tmp_path, "--distill-epochs", "1")
