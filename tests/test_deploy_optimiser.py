@@ -278,6 +278,11 @@ def test_measured_rows_resume_only_under_the_same_settings(tmp_path):
 
 
 def test_the_command_refuses_bad_input_with_a_sentence(tmp_path):
-    bad = run_python(["-m", "deploy.optimiser", "--model", tmp_path / "none.ptmodel", "--structures", "fp8"],
-                     SOLUTIONS)
-    assert bad.returncode != 0 and "unknown number format 'fp8'" in bad.stderr and "Traceback" not in bad.stderr
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "broken.json").write_text("{'architecture'")
+    for extra, message in ((["--structures", "fp8"], "unknown number format 'fp8'"),
+                           (["--profile", tmp_path / "none.json"], "none.json does not exist"),
+                           (["--profile", tmp_path / "broken.json"], "broken.json is not JSON"),
+                           (["--profile", tmp_path / "list.json"], "a hardware profile is a JSON object")):
+        bad = run_python(["-m", "deploy.optimiser", "--model", tmp_path / "none.ptmodel", *extra], SOLUTIONS)
+        assert bad.returncode != 0 and message in bad.stderr and "Traceback" not in bad.stderr, bad.stderr

@@ -133,7 +133,7 @@ def test_leaderboard_field_without_a_model_or_with_two(tmp_path):
     (tmp_path / "a.ptmodel").write_bytes(b"x")
     (tmp_path / "b.ptmodel").write_bytes(b"x")
     board = {item["name"]: item["value"] for item in gradescope.leaderboard_field(tmp_path, tmp_path)}
-    assert board["compression rate (x)"] == 0 and "hand in one .ptmodel" in board[f"above the 58.00% gate"]
+    assert board["compression rate (x)"] == 0 and "hand in one .ptmodel" in board[f"above the {homework.GATE}% gate"]
 
 
 # --------------------------------------------------------------------------- Gradescope's base images

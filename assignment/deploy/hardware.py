@@ -63,6 +63,8 @@ class HardwareProfile:
     def from_dict(cls, values: Dict[str, object]) -> "HardwareProfile":
         """A profile from ``to_dict``'s form (a JSON file written by hand, say); unknown or missing keys are refused."""
         fields = {field.name: field for field in dataclasses.fields(cls)}
+        if not isinstance(values, dict):
+            raise ValueError(f"a hardware profile is a JSON object of {', '.join(fields)}, not {type(values).__name__}")
         unknown = sorted(set(values) - set(fields))
         if unknown:
             raise ValueError(f"a hardware profile has no {', '.join(unknown)}; its keys are {', '.join(fields)}")

@@ -344,6 +344,18 @@ def write(result: Dict[str, object], folder: Path) -> List[Path]:
     return [folder / "optimiser.json", folder / "optimiser.md", plot(result, folder / "optimiser.png")]
 
 
+def read_profile(path: Path) -> HardwareProfile:
+    """A hardware profile from a JSON file (``HardwareProfile.to_dict``'s form), or a ValueError saying what is wrong."""
+    if not path.is_file():
+        raise ValueError(f"--profile {path} does not exist; write one from HardwareProfile.detect().to_dict(), "
+                         "or leave the flag out to use this machine's")
+    try:
+        values = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"--profile {path} is not JSON ({error})") from None
+    return HardwareProfile.from_dict(values)
+
+
 def main() -> None:
     parser = util.common_arguments(__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="the model to start from (a .ptmodel written by torch.save)")
@@ -369,8 +381,7 @@ def main() -> None:
     if any(step.kind == "format" for plan in fixed for step in plan):
         raise ValueError("--structures holds structural steps only (channels, lowrank, distill); "
                          "the formats are the optimiser's to try")
-    profile = HardwareProfile.detect() if not args.profile else HardwareProfile.from_dict(
-        json.loads(Path(args.profile).read_text()))
+    profile = HardwareProfile.detect() if not args.profile else read_profile(Path(args.profile))
     constraints = Constraints(None if args.max_drop < 0 else args.max_drop, args.max_bytes, args.max_latency_ms)
     util.set_seed(args.seed)
     start = util.load_model(args.model).eval()

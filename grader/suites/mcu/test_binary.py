@@ -4,7 +4,6 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
 from grader.suites.common import fail_if
 from grader.suites.mcu.common import close, images, network, state_arrays, weights
