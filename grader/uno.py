@@ -15,6 +15,7 @@ plus the stack simavr saw, against ``homework.MCU_BOARDS["uno"]``.
 Results are cached in ``cache/uno-<hash>.json`` by the header's hash and
 the reference code's, like the ONNX measurements.
 """
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -32,10 +33,13 @@ def header_of(model_path: Path) -> Path:
     return Path(model_path).with_suffix(".h")
 
 
+@functools.lru_cache(maxsize=1)
 def _reference():
+    """The reference ``mcu/export.py`` and ``mcu/toolchain.py``, and the digest of ``SOURCES`` (once a process)."""
     from grader.reference import PACKAGE, SOLUTIONS, load, module
     package = load(SOLUTIONS, PACKAGE)
-    return module(package, "mcu/export.py"), module(package, "mcu/toolchain.py"), SOLUTIONS
+    code = hashlib.sha256(b"".join((SOLUTIONS / name).read_bytes() for name in SOURCES)).hexdigest()[:16]
+    return module(package, "mcu/export.py"), module(package, "mcu/toolchain.py"), code
 
 
 def fits_uno(model_path: Path, cache_dir: Path) -> str:
@@ -50,8 +54,7 @@ def fits_uno(model_path: Path, cache_dir: Path) -> str:
         data = file.read(limit + 1)
     if len(data) > limit:
         return f"invalid header: more than {limit:,} bytes"
-    export, toolchain, solutions = _reference()
-    code = hashlib.sha256(b"".join((solutions / name).read_bytes() for name in SOURCES)).hexdigest()[:16]
+    export, toolchain, code = _reference()
     cached = Path(cache_dir) / f"uno-{hashlib.sha256(data).hexdigest()[:32]}-{code}.json"
     if cached.is_file():
         return json.loads(cached.read_text())["fits_uno"]

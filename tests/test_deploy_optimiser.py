@@ -235,7 +235,7 @@ def test_balanced_uses_the_bytes_ratio_to_the_reference():
 # --------------------------------------------------------------------------- one small real run
 
 
-def test_a_small_real_run_measures_writes_and_resumes(tmp_path, alexnet):
+def test_a_small_real_run_measures_writes_and_keeps_what_a_rerun_reuses(tmp_path, alexnet):
     import torch
     data = write_tiny_cifar(tmp_path / "data", n_train=24, n_test=16)
     torch.save(alexnet, tmp_path / "start.ptmodel")

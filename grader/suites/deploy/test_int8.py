@@ -55,6 +55,19 @@ def agreement_problems(what: str, want: torch.Tensor, got: np.ndarray, tolerance
     return []
 
 
+def int8_weight_problems(model, data) -> list:
+    """What is wrong with the INT8 weights the worker sent back: every layer INT8, one scale per output channel."""
+    problems = []
+    for name in LAYERS:
+        weight, scale = data.get(f"int:{name}"), data.get(f"scale:{name}")
+        out = getattr(model, name).weight.shape[0]
+        if weight is None or weight.dtype != np.int8:
+            problems.append(f"{name}: its weight is not INT8 (found {None if weight is None else weight.dtype})")
+        elif scale is None or scale.shape != (out,):
+            problems.append(f"{name}: expected {out} per-channel scales, got {None if scale is None else scale.shape}")
+    return problems
+
+
 @pytest.mark.points(2, todo=f"{FILE}: calibrate")
 def test_calibrate_records_ranges(student, reference):
     """calibrate runs every batch through the observed model, so every observer holds the data's range."""
@@ -83,14 +96,7 @@ def test_quantize_static(student, reference):
     int8 = reference("deploy/int8.py")
     model, batches, x = trained_like(41), calibration(41), images(41)
     _, data = student.deploy("quantize_static", request_arrays(model, batches, x), backend=BACKEND)
-    problems = []
-    for name in LAYERS:
-        weight, scale = data.get(f"int:{name}"), data.get(f"scale:{name}")
-        out = getattr(model, name).weight.shape[0]
-        if weight is None or weight.dtype != np.int8:
-            problems.append(f"{name}: its weight is not INT8 (found {None if weight is None else weight.dtype})")
-        elif scale is None or scale.shape != (out,):
-            problems.append(f"{name}: expected {out} per-channel scales, got {None if scale is None else scale.shape}")
+    problems = int8_weight_problems(model, data)
     with torch.no_grad():
         want = int8.quantize_static(model, batches, BACKEND)(x)
     problems += agreement_problems("logits of the INT8 model", want, data.get("logits", np.zeros(0)), 1e-3)
@@ -161,14 +167,7 @@ def test_quantize_qat(student, reference):
     model, batches, x, epochs = trained_like(44), labelled(44), images(44), 2
     answer, data = student.deploy("quantize_qat", labelled_arrays(model, batches, x), backend=BACKEND,
                                   epochs=epochs, lr=QAT_LR)
-    problems = []
-    for name in LAYERS:
-        weight, scale = data.get(f"int:{name}"), data.get(f"scale:{name}")
-        out = getattr(model, name).weight.shape[0]
-        if weight is None or weight.dtype != np.int8:
-            problems.append(f"{name}: its weight is not INT8 (found {None if weight is None else weight.dtype})")
-        elif scale is None or scale.shape != (out,):
-            problems.append(f"{name}: expected {out} per-channel scales, got {None if scale is None else scale.shape}")
+    problems = int8_weight_problems(model, data)
     if answer.get("changed_input_model"):
         problems.append(f"the model passed in was changed ({', '.join(answer['changed_input_model'][:4])}): "
                         "train the prepared copy, not the original")
